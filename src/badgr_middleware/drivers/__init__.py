@@ -1,0 +1,1 @@
+"""I/O drivers that execute routing flows: sync (httpx.Client) and async (httpx.AsyncClient)."""

@@ -1,0 +1,161 @@
+"""What the sync and async drivers share: everything but the I/O itself."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .. import signals
+from ..errors import ApiError
+from ..health import HealthStore
+from ..messages import HttpResponse
+from ..providers.openai import OpenAICompatible, OpenAIStream
+from ..routing.flow import Cooldown, Emit, Flow, FlowGenerator
+from ..routing.outcomes import Delivered, Failure, FailureKind
+from ..routing.plan import RoutedRequest, Target
+from ..sse import encode_event
+
+__all__ = ["DriverBase", "Opened", "transport_failure"]
+
+ERROR_BODY_LIMIT = 256 * 1024  # an upstream error body longer than this is cut when read
+DISCONNECTED = Delivered(None, Failure(FailureKind.CLIENT_DISCONNECTED, 499,
+                                       "The client went away.", "client_disconnected"))
+
+SSE_HEADERS = [
+    ("content-type", "text/event-stream; charset=utf-8"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+]
+JSON_HEADERS = [("content-type", "application/json")]
+
+try:  # the async transport's own errors, should any escape httpx-aiohttp's mapping
+    import aiohttp
+
+    _AIOHTTP_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError,)
+except ImportError:  # pragma: no cover - aiohttp is a core dependency
+    _AIOHTTP_ERRORS = ()
+
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, *_AIOHTTP_ERRORS)
+
+
+@dataclass(slots=True)
+class Opened:
+    """An upstream answer that passed its first check and is ready for the client."""
+
+    response: Any  # httpx.Response or httpx.AsyncResponse-like
+    body: bytes = b""
+    usage: dict[str, Any] | None = None
+    stream: OpenAIStream | None = None
+    first: bytes = b""
+    chunks: Any = None  # the upstream byte iterator, already started
+
+
+def transport_failure(exc: BaseException, *, answered: bool, stream: bool) -> Failure:
+    """Classify an exception raised while talking to an upstream."""
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) and not answered:
+            return Failure(FailureKind.CONNECT, None, "Could not connect to the upstream in time.",
+                           "connect_timeout")
+        return Failure(FailureKind.TIMEOUT, None, "The upstream did not answer in time.",
+                       "upstream_timeout")
+    if not answered:
+        return Failure(FailureKind.CONNECT, None, "Could not reach the upstream.",
+                       "connect_error")
+    kind = FailureKind.STREAM_BROKEN if stream else FailureKind.BAD_RESPONSE
+    return Failure(kind, None, "The upstream connection broke mid-answer.", "upstream_broken")
+
+
+def error_chunk(failure: Failure) -> bytes:
+    """The in-band error event that ends a stream whose upstream broke after the first byte."""
+    error = ApiError(502, failure.message or "The upstream stream failed.",
+                     type="upstream_error", code=failure.code or failure.kind.value)
+    return encode_event(error.body())
+
+
+class DriverBase:
+    """Routing glue around a flow: signals, health, response headers."""
+
+    def __init__(
+        self,
+        config: Any,
+        wires: Mapping[str, OpenAICompatible],
+        store: HealthStore,
+        *,
+        sender: Callable[[], object],
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.wires = wires
+        self.store = store
+        self._sender = sender
+        self.clock = clock
+        self.rng = rng or random.Random()
+
+    def flow(self, request: RoutedRequest) -> FlowGenerator:
+        cfg = self.config
+        return Flow(
+            request,
+            retry=cfg.retry,
+            cooldowns=cfg.cooldowns,
+            budget=cfg.timeouts.deadline,
+            unavailable=self.store.unavailable(self.clock()),
+            clock=self.clock,
+            rng=self.rng,
+        ).run()
+
+    def timeout(self, time_left: float) -> httpx.Timeout:
+        t = self.config.timeouts
+        read = min(t.read, time_left)
+        connect = min(t.connect, time_left)
+        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+
+    def apply(self, action: object) -> None:
+        """Carry out the actions that need no waiting: signals and cooldowns."""
+        if isinstance(action, Emit):
+            signals.emit(action.signal, self._sender(), action.event)
+        elif isinstance(action, Cooldown):
+            self.store.cooldown(action.key, action.until, action.kind)
+        else:  # pragma: no cover - a flow bug, never a client's
+            raise RuntimeError(f"unexpected flow action {action!r}")
+
+    def finish(self, flow: FlowGenerator, delivered: Delivered) -> None:
+        """Tell the flow the response is out, and run what it does last."""
+        try:
+            action = flow.send(delivered)
+            while True:
+                self.apply(action)
+                action = flow.send(None)
+        except StopIteration:
+            pass
+
+    @staticmethod
+    def served_headers(
+        request: RoutedRequest, target: Target, attempts: int
+    ) -> list[tuple[str, str]]:
+        return [
+            ("x-badgr-provider", target.provider),
+            ("x-badgr-model", target.model),
+            ("x-badgr-attempts", str(attempts)),
+            ("x-request-id", request.request_id),
+        ]
+
+    def success(self, request: RoutedRequest, target: Target, attempts: int,
+                opened: Opened) -> HttpResponse:
+        headers = JSON_HEADERS + self.served_headers(request, target, attempts)
+        return HttpResponse(200, headers, opened.body)
+
+    @staticmethod
+    def failure_response(request: RoutedRequest, error: ApiError, attempts: int) -> HttpResponse:
+        headers = [
+            *JSON_HEADERS,
+            ("x-badgr-attempts", str(attempts)),
+            ("x-request-id", request.request_id),
+            *error.headers,
+        ]
+        return HttpResponse(error.status, headers, error.body())

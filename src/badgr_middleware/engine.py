@@ -1,0 +1,142 @@
+"""The engine: one config, one health store, one sync and one async driver.
+
+Every adapter (ASGI, WSGI, Django, Flask) holds one :class:`Engine` and calls
+:meth:`Engine.handle` from sync code or :meth:`Engine.handle_async` from async code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .config import Config, load_config
+from .drivers.async_driver import AsyncDriver
+from .drivers.sync_driver import SyncDriver
+from .errors import ApiError
+from .health import HealthStore, MemoryHealthStore
+from .http.endpoint import Endpoint, error_response
+from .messages import HttpRequest, HttpResponse
+from .providers.openai import OpenAICompatible
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger("badgr_middleware")
+
+ConfigSource = Config | Mapping[str, Any] | str | os.PathLike[str] | None
+
+
+class Engine:
+    """Routes OpenAI-compatible requests across the configured providers.
+
+    ``sender`` is what signal receivers get as their first argument (default: the engine).
+    ``clock`` and ``rng`` exist for tests that need exact timing.
+    """
+
+    def __init__(
+        self,
+        config: ConfigSource = None,
+        *,
+        sender: object | None = None,
+        store: HealthStore | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = load_config(config)
+        self.store: HealthStore = store or MemoryHealthStore()
+        self.sender = self if sender is None else sender
+        self.endpoint = Endpoint(self.config)
+        self.wires = {
+            name: OpenAICompatible(provider) for name, provider in self.config.providers.items()
+        }
+        options: dict[str, Any] = {"sender": lambda: self.sender, "clock": clock, "rng": rng}
+        self.sync_driver = SyncDriver(self.config, self.wires, self.store, **options)
+        self.async_driver = AsyncDriver(self.config, self.wires, self.store, **options)
+        self.clock = clock
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        """Serve one request from sync code (a stream comes back as a sync iterator)."""
+        request_id = self.endpoint.request_id(request)
+        try:
+            route = self.endpoint.route_of(request)
+            principal = self.endpoint.authenticate(request)
+            if inspect.isawaitable(principal):
+                raise TypeError("an async 'authenticate' callable cannot serve a sync server")
+            self.endpoint.check_principal(principal, request)
+            immediate = self._immediate(route, request)
+            if immediate is not None:
+                return immediate
+            routed = self.endpoint.parse(request, route, request_id)
+            return self.sync_driver.execute(routed)
+        except ApiError as error:
+            return error_response(error, request_id)
+        except Exception:
+            return _internal_error(request_id)
+
+    async def handle_async(self, request: HttpRequest) -> HttpResponse:
+        """Serve one request from async code (a stream comes back as an async iterator)."""
+        request_id = self.endpoint.request_id(request)
+        try:
+            route = self.endpoint.route_of(request)
+            principal = self.endpoint.authenticate(request)
+            if inspect.isawaitable(principal):
+                principal = await principal
+            self.endpoint.check_principal(principal, request)
+            immediate = self._immediate(route, request)
+            if immediate is not None:
+                return immediate
+            routed = self.endpoint.parse(request, route, request_id)
+            return await self.async_driver.execute(routed)
+        except ApiError as error:
+            return error_response(error, request_id)
+        except Exception:
+            return _internal_error(request_id)
+
+    def _immediate(self, route: str, request: HttpRequest) -> HttpResponse | None:
+        if route == "status":
+            return HttpResponse(200, [("content-type", "application/json")],
+                                json.dumps(self.status()).encode())
+        if route == "models" or route.startswith("models/"):
+            return self.endpoint.models(route)
+        return None
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot of provider health: which providers and targets are cooling down."""
+        now = self.clock()
+        out = self.store.unavailable(now)
+        providers: dict[str, Any] = {}
+        for name, provider in self.config.providers.items():
+            entry = out.get(name)
+            providers[name] = {
+                "kind": provider.kind,
+                "state": "cooling_down" if entry else "available",
+                "reason": entry.kind.value if entry else None,
+                "retry_in": round(entry.until - now, 3) if entry else None,
+                "targets": {
+                    key.partition("/")[2]: {"reason": u.kind.value,
+                                            "retry_in": round(u.until - now, 3)}
+                    for key, u in out.items()
+                    if key.partition("/")[0] == name and "/" in key
+                },
+            }
+        return {"object": "badgr.status", "providers": providers}
+
+    def close(self) -> None:
+        """Close the sync upstream connection pools."""
+        self.sync_driver.close()
+
+    async def aclose(self) -> None:
+        """Close the async connection pools of the running event loop."""
+        await self.async_driver.aclose()
+
+
+def _internal_error(request_id: str) -> HttpResponse:
+    logger.exception("badgr failed to serve request %s", request_id)
+    error = ApiError(500, f"The gateway failed to serve this request (request id {request_id}).",
+                     type="server_error", code="internal_error")
+    return error_response(error, request_id)

@@ -1,0 +1,183 @@
+"""Pure ASGI: :class:`BadgrApp` (the endpoint alone) and :class:`BadgrMiddleware` (around an app).
+
+Both serve the endpoint under a path prefix (the config's ``prefix``, default ``/v1``).
+Streams are sent chunk by chunk with ``more_body=True``; a client that disconnects cancels the
+request, which closes the upstream connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from ..engine import ConfigSource, Engine
+from ..errors import ApiError
+from ..messages import HttpRequest, HttpResponse
+from . import subpath
+from .endpoint import body_too_large, error_response
+
+__all__ = ["BadgrApp", "BadgrMiddleware"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class BadgrApp:
+    """An ASGI app that serves only the OpenAI-compatible endpoint.
+
+    ``prefix`` defaults to the config's ``prefix``; pass ``""`` when another router already
+    mounts this app under a path.
+    """
+
+    def __init__(
+        self, config: ConfigSource = None, *, engine: Engine | None = None,
+        prefix: str | None = None,
+    ) -> None:
+        self.engine = engine or Engine(config)
+        self.prefix = self.engine.config.prefix if prefix is None else prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(self.engine, receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        path = subpath(_path(scope), self.prefix)
+        if path is None:
+            error = ApiError(404, f"Invalid URL ({scope['method']} {_path(scope)})",
+                             code="unknown_url")
+            await _send_response(send, error_response(error, "-"))
+            return
+        await serve(self.engine, scope, receive, send, path)
+
+
+class BadgrMiddleware:
+    """Wraps any ASGI app: requests under ``prefix`` go to badgr, everything else to ``app``."""
+
+    def __init__(
+        self, app: ASGIApp, config: ConfigSource = None, *, engine: Engine | None = None,
+        prefix: str | None = None,
+    ) -> None:
+        self.app = app
+        self.engine = engine or Engine(config)
+        self.prefix = self.engine.config.prefix if prefix is None else prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = subpath(_path(scope), self.prefix)
+            if path is not None:
+                await serve(self.engine, scope, receive, send, path)
+                return
+        await self.app(scope, receive, send)
+
+
+def _path(scope: Scope) -> str:
+    """The request path without ``root_path`` (servers disagree on whether it is included)."""
+    path: str = scope.get("path", "/")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+async def serve(engine: Engine, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    """Serve one HTTP scope whose path (relative to the mount) is ``path``."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", ()):
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    body = await _read_body(receive, headers, engine.config.max_body_bytes)
+    if body is None:  # the client left while sending
+        return
+    if isinstance(body, ApiError):
+        await _send_response(send, error_response(body, engine.endpoint.request_id(
+            HttpRequest(scope["method"], path, headers))))
+        return
+    query = scope.get("query_string", b"").decode("latin-1")
+    request = HttpRequest(scope["method"], path, headers, body, query)
+    respond = asyncio.ensure_future(_respond(engine, request, send))
+    disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((respond, disconnected), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        disconnected.cancel()
+        if not respond.done():
+            respond.cancel()
+        with contextlib.suppress(asyncio.CancelledError, OSError):
+            await respond
+
+
+async def _respond(engine: Engine, request: HttpRequest, send: Send) -> None:
+    response = await engine.handle_async(request)
+    stream = response.stream
+    if stream is None:
+        await _send_response(send, response)
+        return
+    try:
+        await send(_start(response))
+        await send({"type": "http.response.body", "body": response.body, "more_body": True})
+        async for chunk in stream:  # type: ignore[union-attr]
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        await stream.aclose()  # type: ignore[union-attr]
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _read_body(
+    receive: Receive, headers: dict[str, str], limit: int
+) -> bytes | ApiError | None:
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return body_too_large(limit)
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return body_too_large(limit)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+def _start(response: HttpResponse) -> Message:
+    return {
+        "type": "http.response.start",
+        "status": response.status,
+        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers],
+    }
+
+
+async def _send_response(send: Send, response: HttpResponse) -> None:
+    response.headers.append(("content-length", str(len(response.body))))
+    await send(_start(response))
+    await send({"type": "http.response.body", "body": response.body})
+
+
+async def _lifespan(engine: Engine, receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await engine.aclose()
+            engine.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,257 @@
+"""The framework-neutral endpoint: routing of paths, inbound auth, parsing and validation.
+
+Everything here is pure: a :class:`HttpRequest` comes in, and out comes either a finished
+:class:`HttpResponse` (errors, ``GET /models``) or a :class:`RoutedRequest` for a driver.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ApiError
+from ..messages import HttpRequest, HttpResponse
+from ..routing.plan import RoutedRequest, resolve_plan
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["Endpoint", "POST_ROUTES"]
+
+POST_ROUTES = frozenset({"chat/completions", "completions", "embeddings"})
+GET_ROUTES = frozenset({"models", "status"})
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_JSON = [("content-type", "application/json")]
+
+
+class Endpoint:
+    """Turns inbound requests into routed requests or immediate responses."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._keys = [key.reveal().encode() for key in config.client_keys]
+        self._authenticate: Callable[[HttpRequest], Any] | None = config.authenticate
+
+    @staticmethod
+    def request_id(request: HttpRequest) -> str:
+        given = request.headers.get("x-request-id", "")
+        if _REQUEST_ID.fullmatch(given):
+            return given
+        return f"req_{secrets.token_hex(12)}"
+
+    @staticmethod
+    def route_of(request: HttpRequest) -> str:
+        """The route: ``chat/completions``, ``models``, ``models/<id>``..., or a 404/405."""
+        path = request.path.strip("/")
+        method = request.method.upper()
+        if path in POST_ROUTES:
+            if method != "POST":
+                raise ApiError(405, f"Method {method} is not allowed on /{path}; use POST.",
+                               code="method_not_allowed", headers=[("allow", "POST")])
+            return path
+        if path in GET_ROUTES or path.startswith("models/"):
+            if method not in ("GET", "HEAD"):
+                raise ApiError(405, f"Method {method} is not allowed on /{path}; use GET.",
+                               code="method_not_allowed", headers=[("allow", "GET")])
+            return path
+        raise ApiError(404, f"Invalid URL ({method} {request.path})", code="unknown_url")
+
+    def authenticate(self, request: HttpRequest) -> Any:
+        """The caller's principal (or an awaitable of it); raise 401 when there is none.
+
+        Order: a principal an adapter already set; a configured client key in
+        ``Authorization: Bearer``; the configured ``authenticate`` callable;
+        ``allow_anonymous``.
+        """
+        if request.principal is not None:
+            return request.principal
+        token = _bearer(request.headers.get("authorization", ""))
+        if token and self._keys:
+            given = token.encode()
+            # compare against every key so the time taken does not tell which one matched
+            matched = False
+            for key in self._keys:
+                matched |= hmac.compare_digest(given, key)
+            if matched:
+                return "client_key"
+        if self._authenticate is not None:
+            return self._authenticate(request)
+        if self.config.allow_anonymous:
+            return "anonymous"
+        raise _unauthorized(bool(token))
+
+    def check_principal(self, principal: Any, request: HttpRequest) -> None:
+        if not principal:
+            raise _unauthorized(bool(_bearer(request.headers.get("authorization", ""))))
+
+    def parse(self, request: HttpRequest, route: str, request_id: str) -> RoutedRequest:
+        """Validate a POST body and resolve its targets."""
+        content_type = request.headers.get("content-type", "application/json").lower()
+        if "json" not in content_type:
+            raise ApiError(415, "Send the request body as JSON (Content-Type: application/json).",
+                           code="unsupported_media_type")
+        if len(request.body) > self.config.max_body_bytes:
+            raise body_too_large(self.config.max_body_bytes)
+        try:
+            body = json.loads(request.body)
+        except UnicodeDecodeError:
+            raise ApiError(400, "The request body is not valid UTF-8.",
+                           code="invalid_encoding") from None
+        except RecursionError:
+            raise ApiError(400, "The request body is nested too deeply.",
+                           code="invalid_json") from None
+        except ValueError as exc:
+            raise ApiError(400, f"We could not parse the JSON body of your request. ({exc})",
+                           code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
+        _validate(route, body)
+        plan = resolve_plan(body, self.config)
+        model = body.get("model") or body["models"][0]
+        return RoutedRequest(route, body, plan, request_id, bool(body.get("stream")), model)
+
+    def models(self, route: str) -> HttpResponse:
+        """``GET /models``: the aliases and every model a provider declares."""
+        entries: dict[str, str] = dict.fromkeys(self.config.models, "badgr")
+        for provider in self.config.providers.values():
+            for model in provider.models:
+                entries.setdefault(f"{provider.name}/{model}", provider.name)
+        data = [
+            {"id": i, "object": "model", "created": 0, "owned_by": o} for i, o in entries.items()
+        ]
+        if route == "models":
+            return HttpResponse(200, list(_JSON), _dumps({"object": "list", "data": data}))
+        wanted = route.removeprefix("models/")
+        for entry in data:
+            if entry["id"] == wanted:
+                return HttpResponse(200, list(_JSON), _dumps(entry))
+        raise ApiError(404, f"The model '{wanted}' does not exist", param="model",
+                       code="model_not_found")
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The request body is larger than {limit} bytes.",
+                    code="request_too_large")
+
+
+def error_response(error: ApiError, request_id: str) -> HttpResponse:
+    headers = [*_JSON, ("x-request-id", request_id), *error.headers]
+    return HttpResponse(error.status, headers, error.body())
+
+
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _bearer(value: str) -> str:
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def _unauthorized(had_token: bool) -> ApiError:
+    if had_token:
+        message = "Incorrect API key provided."
+    else:
+        message = "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+    return ApiError(401, message, code="invalid_api_key",
+                    headers=[("www-authenticate", 'Bearer realm="badgr"')])
+
+
+# -- validation ------------------------------------------------------------------------------
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def _validate(route: str, body: Mapping[str, Any]) -> None:
+    """Reject what no upstream could serve; everything else passes through untouched."""
+    _check_type(body, "stream", bool)
+    if body.get("stream_options") is not None:
+        _check_type(body, "stream_options", dict)
+        if not body.get("stream"):
+            raise ApiError(400, "'stream_options' is only allowed when 'stream' is true.",
+                           param="stream_options", code="invalid_value")
+    _check_int(body, "n", 1, 128)
+    _check_int(body, "max_tokens", 1, None)
+    _check_int(body, "max_completion_tokens", 1, None)
+    _check_number(body, "temperature", 0, 2)
+    _check_number(body, "top_p", 0, 1)
+    if route == "chat/completions":
+        _validate_messages(body.get("messages"))
+    elif route == "completions":
+        prompt = body.get("prompt")
+        if prompt is None:
+            raise _missing("prompt")
+        if not isinstance(prompt, str | list):
+            raise _wrong_type("prompt", "a string or an array")
+    elif route == "embeddings":
+        value = body.get("input")
+        if value is None:
+            raise _missing("input")
+        if not isinstance(value, str | list) or value in ("", []):
+            raise ApiError(400, "'input' must be a non-empty string or array.", param="input",
+                           code="invalid_value")
+        if body.get("stream"):
+            raise ApiError(400, "Embeddings cannot be streamed.", param="stream",
+                           code="invalid_value")
+
+
+def _validate_messages(messages: object) -> None:
+    if messages is None:
+        raise _missing("messages")
+    if not isinstance(messages, list):
+        raise _wrong_type("messages", "an array")
+    if not messages:
+        raise ApiError(400, "'messages' must contain at least one message.", param="messages",
+                       code="invalid_value")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise _wrong_type(f"messages[{i}]", "an object")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise _missing(f"messages[{i}].role")
+        if role not in _ROLES:
+            raise ApiError(400, f"Invalid value for 'messages[{i}].role': {role[:40]!r}.",
+                           param=f"messages[{i}].role", code="invalid_value")
+
+
+def _check_type(body: Mapping[str, Any], name: str, kind: type) -> None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise _wrong_type(name, {bool: "a boolean", dict: "an object"}.get(kind, kind.__name__))
+
+
+def _check_int(body: Mapping[str, Any], name: str, low: int, high: int | None) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _wrong_type(name, "an integer")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ApiError(400, f"'{name}' must be {bound}; got {value}.", param=name,
+                       code="invalid_value")
+
+
+def _check_number(body: Mapping[str, Any], name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    if value is None:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise _wrong_type(name, "a number")
+    if not low <= value <= high:
+        raise ApiError(400, f"'{name}' must be between {low} and {high}; got {value}.",
+                       param=name, code="invalid_value")
+
+
+def _missing(name: str) -> ApiError:
+    return ApiError(400, f"Missing required parameter: '{name}'.", param=name,
+                    code="missing_required_parameter")
+
+
+def _wrong_type(name: str, expected: str) -> ApiError:
+    return ApiError(400, f"Invalid type for '{name}': expected {expected}.", param=name,
+                    code="invalid_type")

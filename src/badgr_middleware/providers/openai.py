@@ -1,0 +1,236 @@
+"""The OpenAI wire format: OpenAI itself, OpenRouter, Groq, Together, vLLM, Ollama, ...
+
+Bodies and stream bytes pass through untouched. A stream is scanned only as far as needed:
+event boundaries, error events (OpenRouter's mid-stream ``error`` chunks, vLLM's
+``{"object": "error"}``), the finish reason, ``[DONE]`` and the usage chunk. Comments such
+as ``: OPENROUTER PROCESSING`` are kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..routing.outcomes import Failure, FailureKind
+from ..routing.policy import classify_status, parse_retry_after
+from ..sse import SSEScanner
+
+if TYPE_CHECKING:
+    from ..config import ProviderConfig
+    from ..routing.plan import RoutedRequest, Target
+
+__all__ = ["OpenAICompatible", "OpenAIStream", "UpstreamRequest", "OPENROUTER_ONLY_FIELDS"]
+
+# Request fields only OpenRouter understands. ``models``/``route``/``provider`` are honoured by
+# badgr itself; the rest are forwarded to OpenRouter targets and removed for everyone else.
+OPENROUTER_ONLY_FIELDS = (
+    "models", "route", "provider", "transforms", "plugins", "usage", "debug", "trace",
+    "session_id",
+)
+_DONE = b"[DONE]"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes
+
+
+class OpenAICompatible:
+    """Builds upstream requests and reads upstream answers for one provider."""
+
+    kind = "openai"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        self.config = config
+        self.name = config.name
+        self._key = config.api_key.reveal() if config.api_key else ""
+        base = {"content-type": "application/json", "accept-encoding": "identity"}
+        if self._key:
+            base["authorization"] = f"Bearer {self._key}"
+        base.update({k.lower(): v for k, v in config.headers.items()})
+        self._json_headers = {**base, "accept": "application/json"}
+        self._sse_headers = {**base, "accept": "text/event-stream"}
+
+    def build_request(self, request: RoutedRequest, target: Target) -> UpstreamRequest:
+        body = dict(request.body)
+        body["model"] = target.model
+        for name in OPENROUTER_ONLY_FIELDS:
+            body.pop(name, None)
+        if self.config.openrouter:
+            for name in OPENROUTER_ONLY_FIELDS[3:]:
+                if name in request.body:
+                    body[name] = request.body[name]
+            if request.plan.openrouter_provider:
+                body["provider"] = request.plan.openrouter_provider
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        headers = self._sse_headers if request.stream else self._json_headers
+        url = f"{self.config.base_url}/{request.route}"
+        return UpstreamRequest("POST", url, headers, content)
+
+    def scrub(self, text: str) -> str:
+        """Remove this provider's key from text an upstream wrote (some echo it back)."""
+        if self._key and self._key in text:
+            text = text.replace(self._key, "***")
+        return text
+
+    def classify_error(
+        self, status: int, headers: Mapping[str, str], body: bytes, now: float
+    ) -> Failure:
+        error = _error_object(body)
+        message = self.scrub(str(error.get("message") or f"Upstream answered HTTP {status}."))
+        code = _error_code(error)
+        retry_after = parse_retry_after(headers, now)
+        if retry_after is None:
+            retry_after = _body_retry_after(error)
+        param = error.get("param")
+        return Failure(
+            classify_status(status, code, message), status, message, code, retry_after,
+            param if isinstance(param, str) else None,
+        )
+
+    def check_body(self, route: str, body: bytes) -> tuple[Failure | None, dict[str, Any] | None]:
+        """Check a 200 body: a failure if it is not a usable answer, else its usage."""
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            return Failure(FailureKind.BAD_RESPONSE, 200, "The upstream answer was not JSON.",
+                           "bad_response"), None
+        if not isinstance(data, dict):
+            return Failure(FailureKind.BAD_RESPONSE, 200, "The upstream answer was not an object.",
+                           "bad_response"), None
+        if data.get("error") or data.get("object") == "error":
+            error = _error_object(body, data)
+            message = self.scrub(str(error.get("message") or "The upstream returned an error."))
+            return Failure(FailureKind.BAD_RESPONSE, 200, message,
+                           _error_code(error) or "upstream_error"), None
+        needed = "data" if route == "embeddings" else "choices"
+        if not isinstance(data.get(needed), list):
+            return Failure(FailureKind.BAD_RESPONSE, 200,
+                           f"The upstream answer had no '{needed}'.", "bad_response"), None
+        usage = data.get("usage")
+        return None, usage if isinstance(usage, dict) else None
+
+    def stream(self) -> OpenAIStream:
+        return OpenAIStream(self.scrub)
+
+
+class OpenAIStream:
+    """Watches an OpenAI-format SSE stream while its bytes pass through.
+
+    ``feed`` returns the bytes to forward (whole events only). ``started`` turns true at the
+    first data event that is not an error; ``error`` is set by an in-band error event (which
+    is inside the returned bytes, so the client sees it) or by :meth:`close` when the stream
+    ended without ``[DONE]`` or a finish reason.
+    """
+
+    __slots__ = ("_scanner", "_scrub", "started", "finished", "error", "error_in_band",
+                 "usage", "_saw_finish")
+
+    def __init__(self, scrub: Any = str) -> None:
+        self._scanner = SSEScanner()
+        self._scrub = scrub
+        self.started = False
+        self.finished = False
+        self.error: Failure | None = None
+        self.error_in_band = False
+        self.usage: dict[str, Any] | None = None
+        self._saw_finish = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        out, events = self._scanner.feed(chunk)
+        for event in events:
+            data = event.data
+            if data.startswith(_DONE):
+                self.finished = True
+                continue
+            if b'"error"' in data or event.event == b"error":
+                failure = self._error(data)
+                if failure is not None:
+                    self.error = failure
+                    self.error_in_band = True
+                    break
+            if not self._saw_finish and (
+                b'"finish_reason":"' in data or b'"finish_reason": "' in data
+            ):
+                self._saw_finish = True
+            if b'"usage":{' in data or b'"usage": {' in data:
+                self._read_usage(data)
+            self.started = True
+        return out
+
+    def close(self) -> bytes:
+        """Call at the end of the upstream body; returns any bytes still to send."""
+        if self.finished or self.error is not None:
+            return b""
+        if self._saw_finish:
+            # some OpenAI-compatible servers end without [DONE]; the answer itself is whole
+            self.finished = True
+            return b"data: [DONE]\n\n"
+        self.error = Failure(FailureKind.STREAM_BROKEN, None,
+                             "The upstream stream ended before the answer was complete.",
+                             "stream_interrupted")
+        return b""
+
+    def _error(self, data: bytes) -> Failure | None:
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(obj, dict) or not (obj.get("error") or obj.get("object") == "error"):
+            return None
+        error = _error_object(b"", obj)
+        kind = FailureKind.STREAM_BROKEN if self.started else FailureKind.BAD_RESPONSE
+        message = self._scrub(str(error.get("message") or "The upstream stream reported an error."))
+        return Failure(kind, 200, message, _error_code(error) or "upstream_error")
+
+    def _read_usage(self, data: bytes) -> None:
+        try:
+            obj = json.loads(data)
+        except (ValueError, RecursionError):
+            return
+        if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
+            self.usage = obj["usage"]
+
+
+def _error_object(body: bytes, parsed: Any = None) -> dict[str, Any]:
+    """Find the error object in any of the envelopes upstreams use (wire-formats §9.26)."""
+    if parsed is None:
+        try:
+            parsed = json.loads(body) if body.strip() else None
+        except (ValueError, RecursionError):
+            return {"message": None}
+    if isinstance(parsed, list) and parsed:
+        parsed = parsed[0]
+    if not isinstance(parsed, dict):
+        return {}
+    error = parsed.get("error")
+    if isinstance(error, dict):
+        return error
+    if isinstance(error, str):
+        return {"message": error}
+    return parsed if parsed.get("object") == "error" or "message" in parsed else {}
+
+
+def _error_code(error: Mapping[str, Any]) -> str | None:
+    code = error.get("code")
+    if isinstance(code, str) and code:
+        return code
+    metadata = error.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("error_type"), str):
+        return str(metadata["error_type"])
+    kind = error.get("type")
+    return kind if isinstance(kind, str) and kind in ("insufficient_quota",) else None
+
+
+def _body_retry_after(error: Mapping[str, Any]) -> float | None:
+    availability = error.get("availability")
+    if isinstance(availability, dict):
+        value = availability.get("retry_after")
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+    return None

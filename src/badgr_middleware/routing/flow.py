@@ -1,0 +1,407 @@
+"""The failover flow: a pure state machine that I/O code drives.
+
+Theory of operation
+-------------------
+One :class:`Flow` serves one client request. :meth:`Flow.run` is a generator: it yields
+*actions* and receives the *outcome* of each, like httpx's ``Auth.auth_flow``. A driver loops::
+
+    gen = flow.run()
+    action = next(gen)
+    while True:
+        result = perform(action)        # the only place with sockets, sleeps and signals
+        action = gen.send(result)       # StopIteration ends the loop
+
+==========================================  =============================================
+action                                      what the driver sends back
+==========================================  =============================================
+``Emit(signal, event)``                     ``None`` after sending the signal
+``Cooldown(key, until, kind)``              ``None`` after recording it in the health store
+``Sleep(seconds)``                          ``None`` after sleeping
+``Attempt(target, number, time_left)``      a :class:`Failure`, or ``None`` when the upstream
+                                            answered well (for a stream: its first event)
+``Respond(target, attempts)``               :class:`Delivered` once the client has the body
+``Fail(error, attempts)``                   nothing: the flow is over
+==========================================  =============================================
+
+The flow reads time only through the ``clock`` it is given and randomness only through
+``rng``, so every retry, backoff and deadline decision is exactly testable. The failure
+policy it implements is the table in DESIGN.md; each :class:`FailureKind` is one row.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from blinker import Signal
+
+from .. import signals
+from ..errors import ApiError
+from .outcomes import Delivered, Failure, FailureKind
+from .plan import RoutedRequest, Target
+from .policy import backoff_delay
+
+if TYPE_CHECKING:
+    from ..config import Cooldowns, RetryPolicy
+
+__all__ = [
+    "Action",
+    "Attempt",
+    "Cooldown",
+    "Emit",
+    "Fail",
+    "Flow",
+    "Respond",
+    "Sleep",
+    "Unavailable",
+]
+
+# A Retry-After longer than this makes the official SDKs give up rather than wait.
+SDK_MAX_RETRY_AFTER = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """A health-store entry: ``key`` (a provider, or ``provider/model``) is out until ``until``."""
+
+    until: float
+    kind: FailureKind
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    signal: Signal
+    event: object
+
+
+@dataclass(frozen=True, slots=True)
+class Cooldown:
+    key: str
+    until: float
+    kind: FailureKind
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    target: Target
+    number: int
+    time_left: float
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    target: Target
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    error: ApiError
+    attempts: int
+
+
+Action = Emit | Cooldown | Sleep | Attempt | Respond | Fail
+FlowGenerator = Generator[Action, Any, None]
+
+
+class Flow:
+    """Decides, attempt by attempt, where one request goes next."""
+
+    def __init__(
+        self,
+        request: RoutedRequest,
+        *,
+        retry: RetryPolicy,
+        cooldowns: Cooldowns,
+        budget: float,
+        unavailable: Mapping[str, Unavailable],
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self.request = request
+        self.retry = retry
+        self.cooldowns = cooldowns
+        self.budget = budget
+        self.unavailable = dict(unavailable)
+        self.clock = clock
+        self.rng = rng
+        self.attempts = 0
+        self.failures: list[tuple[Target, Failure]] = []
+        self.skipped: dict[str, Unavailable] = {}
+        # rate-limited targets this request could wait for: key -> (target, accepts again at)
+        self.waits: dict[str, tuple[Target, float]] = {}
+
+    def run(self) -> FlowGenerator:
+        req = self.request
+        started = self.clock()
+        deadline = started + self.budget
+        yield Emit(
+            signals.request_started,
+            signals.RequestStarted(
+                req.request_id, req.route, req.model, req.stream,
+                tuple(t.key for t in req.plan.targets),
+            ),
+        )
+        queue = list(req.plan.targets)
+        tries: dict[str, int] = {}
+        # retryable (5xx) targets with tries left: retried once no untried target is left
+        retryable: dict[str, tuple[Target, Failure]] = {}
+        waited: set[str] = set()
+        min_context: int | None = None
+        previous: Target | None = None
+        while True:
+            target = self._next_target(queue, min_context)
+            delay = 0.0
+            if target is None and retryable:
+                key = next(iter(retryable))
+                target, last = retryable.pop(key)
+                delay = self._retry_delay(last, tries[key])
+                if self.clock() + delay >= deadline:
+                    continue
+                yield self._retry_event(target, delay, last.kind)
+            elif target is None:
+                target = self._worth_waiting_for(waited, deadline)
+                if target is None:
+                    yield from self._give_up(started, deadline_hit=False)
+                    return
+                waited.add(target.key)
+                delay = max(0.0, self.waits[target.key][1] - self.clock())
+                yield self._retry_event(target, delay, FailureKind.RATE_LIMITED)
+            if delay > 0:
+                yield Sleep(delay)
+            began = self.clock()
+            if began >= deadline:
+                yield from self._give_up(started, deadline_hit=True)
+                return
+            if previous is not None and previous != target:
+                yield self._failover_event(previous, target, self.failures[-1][1])
+            tries[target.key] = tries.get(target.key, 0) + 1
+            self.attempts += 1
+            failure = yield Attempt(target, self.attempts, deadline - began)
+            ended = self.clock()
+            if failure is None:
+                delivered = yield Respond(target, self.attempts)
+                yield from self._finish(target, delivered, started)
+                return
+            yield self._attempt_failed_event(target, failure, ended - began)
+            yield from self._health(target, failure, ended)
+            self.failures.append((target, failure))
+            previous = target
+            kind = failure.kind
+            if kind is FailureKind.CLIENT:
+                yield from self._give_up(started, deadline_hit=False)
+                return
+            if kind is FailureKind.CONTEXT_LENGTH:
+                min_context = max(min_context or 0, target.context_window or 0)
+            elif kind is FailureKind.RATE_LIMITED and failure.retry_after is not None:
+                self.waits[target.key] = (target, ended + failure.retry_after)
+            elif kind is FailureKind.SERVER and tries[target.key] < self.retry.attempts_per_target:
+                retryable[target.key] = (target, failure)
+
+    # -- choosing targets -------------------------------------------------------------------
+
+    def _next_target(self, queue: list[Target], min_context: int | None) -> Target | None:
+        now = self.clock()
+        while queue:
+            target = queue.pop(0)
+            if min_context is not None and (
+                target.context_window is None or target.context_window <= min_context
+            ):
+                continue
+            out = self._out_until(target, now)
+            if out is None:
+                return target
+            self.skipped[target.key] = out
+            if out.kind is FailureKind.RATE_LIMITED and target.key not in self.waits:
+                self.waits[target.key] = (target, out.until)
+        return None
+
+    def _out_until(self, target: Target, now: float) -> Unavailable | None:
+        for key in (target.provider, target.key):
+            entry = self.unavailable.get(key)
+            if entry is not None and entry.until > now:
+                return entry
+        return None
+
+    def _worth_waiting_for(self, waited: set[str], deadline: float) -> Target | None:
+        """The rate-limited target to wait for when no other target is left, if any fits."""
+        now = self.clock()
+        best: tuple[Target, float] | None = None
+        for key, (target, until) in self.waits.items():
+            if key in waited:
+                continue
+            if best is None or until < best[1]:
+                best = (target, until)
+        if best is None:
+            return None
+        target, until = best
+        wait = until - now
+        if wait > self.retry.max_retry_after or until >= deadline:
+            return None
+        # the wait must not be spent on a target that is out for another reason too
+        other = self.unavailable.get(target.provider)
+        if other is not None and other.until > until:
+            return None
+        return target
+
+    def _retry_delay(self, failure: Failure, tries: int) -> float:
+        hint = failure.retry_after
+        if hint is not None and hint <= self.retry.max_retry_after:
+            return hint
+        return backoff_delay(tries - 1, self.retry.backoff_base, self.retry.backoff_max, self.rng)
+
+    # -- health -----------------------------------------------------------------------------
+
+    def _health(self, target: Target, failure: Failure, now: float) -> list[Cooldown]:
+        kind = failure.kind
+        c = self.cooldowns
+        if kind is FailureKind.RATE_LIMITED:
+            key, seconds = target.key, failure.retry_after or c.rate_limited
+        elif kind is FailureKind.QUOTA:
+            key, seconds = target.provider, c.quota
+        elif kind is FailureKind.AUTH:
+            key, seconds = target.provider, c.auth
+        elif kind is FailureKind.NOT_FOUND:
+            key, seconds = target.key, c.not_found
+        else:
+            return []
+        entry = Unavailable(now + seconds, kind)
+        self.unavailable[key] = entry
+        return [Cooldown(key, entry.until, kind)]
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _finish(self, target: Target, delivered: Delivered, started: float) -> FlowGenerator:
+        req = self.request
+        latency = self.clock() - started
+        failure = delivered.failure
+        if failure is None:
+            yield Emit(
+                signals.request_finished,
+                signals.RequestFinished(
+                    req.request_id, req.route, target.provider, target.model, self.attempts,
+                    latency, req.stream, 200, delivered.usage,
+                ),
+            )
+            return
+        if failure.kind is not FailureKind.CLIENT_DISCONNECTED:
+            yield self._attempt_failed_event(target, failure, latency)
+        yield Emit(
+            signals.request_failed,
+            signals.RequestFailed(
+                req.request_id, req.route, failure.status or 200, failure.kind.value,
+                self.attempts, latency, req.stream, target.provider, target.model,
+            ),
+        )
+
+    def _give_up(self, started: float, *, deadline_hit: bool) -> FlowGenerator:
+        error = self._final_error(deadline_hit)
+        req = self.request
+        kind = self.failures[-1][1].kind.value if self.failures else "unavailable"
+        yield Emit(
+            signals.request_failed,
+            signals.RequestFailed(
+                req.request_id, req.route, error.status, "deadline" if deadline_hit else kind,
+                self.attempts, self.clock() - started, req.stream,
+            ),
+        )
+        yield Fail(error, self.attempts)
+
+    def _final_error(self, deadline_hit: bool) -> ApiError:
+        now = self.clock()
+        kinds = {f.kind for _, f in self.failures} | {u.kind for u in self.skipped.values()}
+        summary = self._summary(now)
+        if self.failures and self.failures[-1][1].kind in (
+            FailureKind.CLIENT, FailureKind.CONTEXT_LENGTH
+        ):
+            failure = self.failures[-1][1]
+            return ApiError(
+                failure.status or 400, failure.message or "The upstream rejected the request.",
+                param=failure.param, code=failure.code or failure.kind.value,
+                headers=[("x-should-retry", "false")],
+            )
+        if deadline_hit:
+            return ApiError(504, f"The request deadline passed. {summary}", type="timeout_error",
+                            code="deadline_exceeded", headers=[("x-should-retry", "false")])
+        earliest = self._earliest_retry(now)
+        if kinds == {FailureKind.RATE_LIMITED}:
+            return ApiError(429, f"Every target is rate limited. {summary}",
+                            type="rate_limit_error", code="rate_limit_exceeded",
+                            headers=_retry_headers(earliest))
+        if not self.failures:
+            return ApiError(503, f"Every target is cooling down. {summary}",
+                            type="service_unavailable", code="all_targets_unavailable",
+                            headers=_retry_headers(earliest))
+        if kinds == {FailureKind.NOT_FOUND}:
+            return ApiError(404, f"No target has this model. {summary}",
+                            code="model_not_found", headers=[("x-should-retry", "false")])
+        if kinds == {FailureKind.TIMEOUT}:
+            return ApiError(504, f"Every target timed out. {summary}", type="timeout_error",
+                            code="upstream_timeout", headers=[("x-should-retry", "false")])
+        return ApiError(502, f"Every target failed. {summary}", type="upstream_error",
+                        code="all_targets_failed", headers=[("x-should-retry", "false")])
+
+    def _earliest_retry(self, now: float) -> float | None:
+        times = [until for _, until in self.waits.values()]
+        times += [u.until for u in self.skipped.values()]
+        future = [t - now for t in times if t > now]
+        return min(future) if future else None
+
+    def _summary(self, now: float) -> str:
+        parts = [
+            f"{t.key}: {f.kind.value}" + (f" ({f.status})" if f.status else "")
+            for t, f in self.failures
+        ]
+        parts += [
+            f"{key}: skipped, {u.kind.value} for {math.ceil(u.until - now)}s"
+            for key, u in self.skipped.items()
+        ]
+        return f"Attempts: {'; '.join(parts)}." if parts else "No target was available."
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _attempt_failed_event(self, target: Target, failure: Failure, latency: float) -> Emit:
+        req = self.request
+        return Emit(
+            signals.attempt_failed,
+            signals.AttemptFailed(
+                req.request_id, req.route, target.provider, target.model, self.attempts,
+                failure.kind.value, failure.status, latency, failure.retry_after,
+            ),
+        )
+
+    def _retry_event(self, target: Target, delay: float, kind: FailureKind) -> Emit:
+        req = self.request
+        return Emit(
+            signals.retry_scheduled,
+            signals.RetryScheduled(
+                req.request_id, req.route, target.provider, target.model, self.attempts + 1,
+                delay, kind.value,
+            ),
+        )
+
+    def _failover_event(self, old: Target, target: Target, failure: Failure) -> Emit:
+        req = self.request
+        return Emit(
+            signals.failover,
+            signals.Failover(
+                req.request_id, req.route, old.provider, old.model, target.provider,
+                target.model, failure.kind.value, self.attempts,
+            ),
+        )
+
+
+def _retry_headers(seconds: float | None) -> list[tuple[str, str]]:
+    """Tell the client when a retry could help; if it could not soon, tell it not to retry."""
+    if seconds is None or seconds > SDK_MAX_RETRY_AFTER:
+        return [("x-should-retry", "false")]
+    return [("retry-after", str(max(1, math.ceil(seconds)))),
+            ("retry-after-ms", str(max(1, math.ceil(seconds * 1000))))]

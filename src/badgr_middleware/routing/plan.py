@@ -1,0 +1,168 @@
+"""Resolve a request's model fields into an ordered list of targets.
+
+Resolution of one model name, in order: a configured alias; ``<provider>/<model>`` where
+``<provider>`` is a configured provider; the configured default provider; else a 404 error.
+
+OpenRouter's request extensions are honoured here: ``models`` (fallbacks tried after
+``model``), ``route: "fallback"`` and ``provider`` (``order``, ``only``, ``ignore``,
+``allow_fallbacks``). Names in ``provider`` lists are matched, case-insensitively, against the
+configured provider names; entries that name no configured provider are OpenRouter's own
+upstream names and are forwarded, with the remaining ``provider`` keys, to OpenRouter targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ApiError
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["Plan", "RoutedRequest", "Target", "resolve_plan"]
+
+_LOCAL_LIST_KEYS = ("order", "only", "ignore")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One provider + upstream model pair a request may be sent to."""
+
+    provider: str
+    model: str
+    context_window: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    targets: tuple[Target, ...]
+    openrouter_provider: dict[str, Any] | None = field(default=None, hash=False)
+
+
+@dataclass(slots=True)
+class RoutedRequest:
+    """A validated client request, ready for a driver."""
+
+    route: str  # "chat/completions", "completions" or "embeddings"
+    body: dict[str, Any]
+    plan: Plan
+    request_id: str
+    stream: bool = False
+    model: str = ""  # what the client asked for (the first of model/models)
+
+
+def resolve_plan(body: Mapping[str, Any], config: Config) -> Plan:
+    """Turn ``model`` / ``models`` / ``route`` / ``provider`` into a :class:`Plan`."""
+    names = _model_names(body)
+    route = body.get("route")
+    if route is not None and route != "fallback":
+        raise ApiError(400, f"Unsupported route {route!r}: only 'fallback' is supported.",
+                       param="route", code="invalid_value")
+    targets: list[Target] = []
+    seen: set[str] = set()
+    for name in names:
+        for target in _resolve_one(name, config):
+            if target.key not in seen:
+                seen.add(target.key)
+                targets.append(target)
+    prefs = body.get("provider")
+    forwarded: dict[str, Any] | None = None
+    if prefs is not None:
+        targets, forwarded = _apply_preferences(targets, prefs, config)
+    return Plan(tuple(targets), forwarded)
+
+
+def _model_names(body: Mapping[str, Any]) -> list[str]:
+    names: list[str] = []
+    model = body.get("model")
+    if model is not None:
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "'model' must be a non-empty string.", param="model",
+                           code="invalid_type")
+        names.append(model)
+    fallbacks = body.get("models")
+    if fallbacks is not None:
+        if not isinstance(fallbacks, list) or not all(
+            isinstance(item, str) and item for item in fallbacks
+        ):
+            raise ApiError(400, "'models' must be a list of model names.", param="models",
+                           code="invalid_type")
+        names.extend(item for item in fallbacks if item not in names)
+    if not names:
+        raise ApiError(400, "you must provide a model parameter", param="model",
+                       code="missing_required_parameter")
+    return names
+
+
+def _resolve_one(name: str, config: Config) -> list[Target]:
+    alias = config.models.get(name)
+    if alias is not None:
+        return [Target(t.provider, t.model, t.context_window) for t in alias.targets]
+    provider, sep, rest = name.partition("/")
+    if sep and rest and provider in config.providers:
+        return [Target(provider, rest)]
+    if config.default_provider is not None:
+        return [Target(config.default_provider, name)]
+    raise ApiError(404, f"The model '{name}' does not exist or you do not have access to it.",
+                   param="model", code="model_not_found")
+
+
+def _apply_preferences(
+    targets: list[Target], prefs: object, config: Config
+) -> tuple[list[Target], dict[str, Any] | None]:
+    if not isinstance(prefs, dict):
+        raise ApiError(400, "'provider' must be an object.", param="provider", code="invalid_type")
+    local = {name.lower(): name for name in config.providers}
+    lists: dict[str, list[str]] = {}
+    forwarded: dict[str, Any] = {}
+    for key, value in prefs.items():
+        if key in _LOCAL_LIST_KEYS:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ApiError(400, f"'provider.{key}' must be a list of provider names.",
+                               param=f"provider.{key}", code="invalid_type")
+            mine = [local[v.lower()] for v in value if v.lower() in local]
+            if mine:  # a list naming only OpenRouter's upstreams is OpenRouter's business
+                lists[key] = mine
+            foreign = [v for v in value if v.lower() not in local]
+            if foreign:
+                forwarded[key] = foreign
+        elif key == "allow_fallbacks":
+            if not isinstance(value, bool):
+                raise ApiError(400, "'provider.allow_fallbacks' must be a boolean.",
+                               param="provider.allow_fallbacks", code="invalid_type")
+            forwarded[key] = value
+        else:
+            forwarded[key] = value
+    result = _filter(targets, lists)
+    if prefs.get("allow_fallbacks") is False:
+        if lists.get("order"):
+            allowed = set(lists["order"])
+            result = [t for t in result if t.provider in allowed]
+        else:
+            result = result[:1]
+    if not result:
+        raise ApiError(400, "No target is left after applying the 'provider' preferences.",
+                       param="provider", code="no_target")
+    return result, forwarded or None
+
+
+def _filter(targets: Sequence[Target], lists: Mapping[str, list[str]]) -> list[Target]:
+    result = list(targets)
+    if "only" in lists:
+        only = set(lists["only"])
+        result = [t for t in result if t.provider in only]
+    if "ignore" in lists:
+        ignore = set(lists["ignore"])
+        result = [t for t in result if t.provider not in ignore]
+    order = lists.get("order")
+    if order:
+        rank = {name: i for i, name in enumerate(order)}
+        # stable: ordered providers first in the given order, the rest keep their places after
+        result.sort(key=lambda t: rank.get(t.provider, len(rank)))
+    return result
