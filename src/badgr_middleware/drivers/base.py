@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx
 
 from .. import signals
@@ -33,21 +34,15 @@ SSE_HEADERS = [
 ]
 JSON_HEADERS = [("content-type", "application/json")]
 
-try:  # the async transport's own errors, should any escape httpx-aiohttp's mapping
-    import aiohttp
-
-    _AIOHTTP_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError,)
-except ImportError:  # pragma: no cover - aiohttp is a core dependency
-    _AIOHTTP_ERRORS = ()
-
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, *_AIOHTTP_ERRORS)
+# httpx's errors (sync driver), aiohttp's (async driver), and the OS's under both
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, aiohttp.ClientError, OSError)
 
 
 @dataclass(slots=True)
 class Opened:
     """An upstream answer that passed its first check and is ready for the client."""
 
-    response: Any  # httpx.Response or httpx.AsyncResponse-like
+    response: Any  # httpx.Response (sync driver) or aiohttp.ClientResponse (async driver)
     body: bytes = b""
     usage: dict[str, Any] | None = None
     stream: OpenAIStream | None = None
@@ -58,7 +53,8 @@ class Opened:
 def transport_failure(exc: BaseException, *, answered: bool, stream: bool) -> Failure:
     """Classify an exception raised while talking to an upstream."""
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
-        if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout) and not answered:
+        connect_timeouts = (httpx.ConnectTimeout, httpx.PoolTimeout, aiohttp.ConnectionTimeoutError)
+        if isinstance(exc, connect_timeouts) and not answered:
             return Failure(FailureKind.CONNECT, None, "Could not connect to the upstream in time.",
                            "connect_timeout")
         return Failure(FailureKind.TIMEOUT, None, "The upstream did not answer in time.",

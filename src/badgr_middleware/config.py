@@ -1,0 +1,1127 @@
+"""Configuration: one schema, loaded from a dict, a TOML file or the environment.
+
+Loading interpolates ``${VAR}`` references, validates the whole configuration and reports every
+problem at once, each with its path (``providers.openai.api_key``), in a :class:`ConfigError`.
+Problem messages never contain configuration values, so secrets are never printed back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from badgr_middleware.providers.known import (
+    IMPLEMENTED_KINDS,
+    KINDS,
+    KNOWN_PROVIDERS,
+)
+from badgr_middleware.secret import Secret
+
+__all__ = [
+    "PROBLEM_CODES",
+    "AliasConfig",
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "Cooldowns",
+    "ProviderConfig",
+    "RetryPolicy",
+    "TargetConfig",
+    "Timeouts",
+    "load_config",
+]
+
+PROBLEM_CODES: tuple[str, ...] = (
+    "no_providers",
+    "unknown_key",
+    "unknown_provider",
+    "missing_api_key",
+    "bad_kind",
+    "kind_not_implemented",
+    "bad_base_url",
+    "bad_target",
+    "unknown_target_provider",
+    "empty_alias",
+    "bad_type",
+    "bad_value",
+    "env_missing",
+    "bad_default_provider",
+    "bad_authenticate",
+    "no_inbound_auth",
+    "bad_provider_name",
+    "bad_prefix",
+    "bad_interpolation",
+    "bad_file",
+    "bad_toml",
+)
+"""Every :attr:`ConfigProblem.code`, in a fixed order; new codes are only ever appended."""
+
+Severity = Literal["error", "warning"]
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in the configuration, where it is, and how to fix it."""
+
+    path: str
+    message: str
+    fix: str
+    code: str
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (fix: {self.fix})"
+
+
+class ConfigError(ValueError):
+    """The configuration has errors; :attr:`problems` lists every one of them."""
+
+    problems: tuple[ConfigProblem, ...]
+    warnings: tuple[ConfigProblem, ...]
+
+    def __init__(
+        self, problems: Iterable[ConfigProblem], warnings: Iterable[ConfigProblem] = ()
+    ) -> None:
+        self.problems = tuple(p for p in problems if p.severity == "error")
+        self.warnings = tuple(warnings)
+        count = len(self.problems)
+        lines = [f"badgr configuration has {count} problem{'s' if count != 1 else ''}:"]
+        lines.extend(str(p) for p in self.problems)
+        super().__init__("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    """An upstream provider account: where to send requests and with which key."""
+
+    name: str
+    kind: str
+    base_url: str
+    api_key: Secret | None = None
+    # Header values may carry credentials, so they stay out of the repr.
+    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    models: tuple[str, ...] = ()
+    openrouter: bool = False
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """One place a request can be sent: a configured provider and its upstream model name."""
+
+    provider: str
+    model: str
+    context_window: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The target as ``"<provider>/<model>"``."""
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True)
+class AliasConfig:
+    """A public model name and the ordered targets that serve it."""
+
+    name: str
+    targets: tuple[TargetConfig, ...]
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Time limits, in seconds."""
+
+    connect: float = 5.0
+    read: float = 120.0
+    deadline: float = 300.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently one target is retried before failing over."""
+
+    attempts_per_target: int = 2
+    backoff_base: float = 0.25
+    backoff_max: float = 4.0
+    max_retry_after: float = 30.0
+
+
+@dataclass(frozen=True)
+class Cooldowns:
+    """How long, in seconds, a target or provider is skipped after each kind of refusal."""
+
+    rate_limited: float = 10.0
+    quota: float = 300.0
+    auth: float = 600.0
+    not_found: float = 300.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole badgr configuration. Build it with :meth:`from_dict`, :meth:`from_toml`,
+    :meth:`from_env` or :func:`load_config`, which validate it; the constructor does not."""
+
+    providers: Mapping[str, ProviderConfig]
+    models: Mapping[str, AliasConfig]
+    client_keys: tuple[Secret, ...] = ()
+    allow_anonymous: bool = False
+    authenticate: Callable[..., Any] | None = None
+    default_provider: str | None = None
+    prefix: str = "/v1"
+    max_body_bytes: int = 16 * 1024 * 1024
+    timeouts: Timeouts = Timeouts()
+    retry: RetryPolicy = RetryPolicy()
+    cooldowns: Cooldowns = Cooldowns()
+    warnings: tuple[ConfigProblem, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> Config:
+        """Interpolate and validate a dict (Django settings, Flask config); raise ConfigError."""
+        return _load(data, os.environ if env is None else env)
+
+    @classmethod
+    def from_toml(
+        cls, path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None
+    ) -> Config:
+        """Read, interpolate and validate a TOML file; raise ConfigError."""
+        return _load(_read_toml(path), os.environ if env is None else env)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        """Load from ``BADGR_CONFIG`` or ``./badgr.toml``, else from well-known API key
+        variables; ``BADGR_*`` overrides apply on top. Raise ConfigError."""
+        return _load_env(os.environ if env is None else env)
+
+
+def load_config(
+    source: Config | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Return a Config from a Config (as is), a dict, a TOML file path, or None (environment)."""
+    if isinstance(source, Config):
+        return source
+    if isinstance(source, Mapping):
+        return Config.from_dict(source, env=env)
+    if isinstance(source, str | os.PathLike):
+        return Config.from_toml(source, env=env)
+    if source is None:
+        return Config.from_env(env)
+    raise TypeError(
+        f"load_config() expects a Config, a mapping, a path or None, not {type(source).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REFERENCE = re.compile(r"\$(?:(?P<dollar>\$)|\{(?P<body>[^}]*)\}|(?P<open>\{))")
+_TRUE = frozenset({"1", "true", "yes"})
+_FALSE = frozenset({"0", "false", "no"})
+
+_TOP_KEYS = (
+    "providers",
+    "models",
+    "client_keys",
+    "allow_anonymous",
+    "authenticate",
+    "default_provider",
+    "prefix",
+    "max_body_bytes",
+    "timeouts",
+    "retry",
+    "cooldowns",
+)
+_PROVIDER_KEYS = ("kind", "base_url", "api_key", "headers", "models", "openrouter")
+_TARGET_KEYS = ("target", "context_window")
+_INBOUND_KEYS = ("client_keys", "authenticate", "allow_anonymous")
+
+_T = TypeVar("_T")
+
+
+class _Unresolved:
+    """Stands in for a string whose ``${VAR}`` could not be resolved (already reported)."""
+
+    def __repr__(self) -> str:
+        return "<unresolved>"
+
+
+_UNRESOLVED = _Unresolved()
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "a table"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str | None:
+    """The closest candidate to *word*, case-insensitively, or None."""
+    by_lower = {c.lower(): c for c in candidates}
+    if word.lower() in by_lower:
+        return by_lower[word.lower()]
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.7)
+    return by_lower[close[0]] if close else None
+
+
+def _kind_not_implemented(kind: str, path: str) -> ConfigProblem | None:
+    """Refuse wire formats this version cannot route yet; remove once every KINDS entry is."""
+    if kind in IMPLEMENTED_KINDS:
+        return None
+    return ConfigProblem(
+        path,
+        f"kind '{kind}' is not supported by this version yet",
+        'use kind = "openai" with base_url set to the provider\'s OpenAI-compatible endpoint',
+        "kind_not_implemented",
+    )
+
+
+class _Checker:
+    """Collects problems and converts raw values, reporting instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[ConfigProblem] = []
+
+    def error(self, path: str, message: str, fix: str, code: str) -> None:
+        self.problems.append(ConfigProblem(path, message, fix, code))
+
+    def warn(self, path: str, message: str, fix: str, code: str) -> None:
+        self.problems.append(ConfigProblem(path, message, fix, code, "warning"))
+
+    def has_error_under(self, *prefixes: str) -> bool:
+        return any(
+            p.severity == "error"
+            and any(p.path == pre or p.path.startswith((pre + ".", pre + "[")) for pre in prefixes)
+            for p in self.problems
+        )
+
+    def bad_type(self, path: str, expected: str, value: object, fix: str) -> None:
+        self.error(path, f"expected {expected}, got {_describe(value)}", fix, "bad_type")
+
+    def keys(self, mapping: Mapping[Any, Any], path: str, allowed: Collection[str]) -> None:
+        for key in mapping:
+            if key in allowed:
+                continue
+            key_path = _join(path, key)
+            if not isinstance(key, str):
+                self.bad_type(key_path, "a string key", key, "use string keys only")
+                continue
+            suggestion = _suggest(key, allowed)
+            fix = (
+                f"did you mean '{suggestion}'?"
+                if suggestion
+                else f"remove it; known keys here: {', '.join(allowed)}"
+            )
+            self.error(key_path, f"unknown key '{key}'", fix, "unknown_key")
+
+    def mapping(self, value: object, path: str, example: str) -> Mapping[Any, Any] | None:
+        if value is _UNRESOLVED:
+            return None
+        if isinstance(value, Mapping):
+            return value
+        self.bad_type(path, "a table", value, f"write a table, e.g. {example}")
+        return None
+
+    def string(self, value: object, path: str, example: str) -> str | None:
+        if value is _UNRESOLVED:
+            return None
+        if isinstance(value, str):
+            return value
+        self.bad_type(path, "a string", value, f"write a quoted string, e.g. {example}")
+        return None
+
+    def boolean(self, value: object, path: str, key: str) -> bool | None:
+        if value is _UNRESOLVED:
+            return None
+        if isinstance(value, bool):
+            return value
+        self.bad_type(path, "a boolean", value, f"write true or false without quotes: {key} = true")
+        return None
+
+    def number(
+        self, value: object, path: str, key: str, example: float, *, zero_ok: bool = False
+    ) -> float | None:
+        if value is _UNRESOLVED:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.bad_type(
+                path, "a number", value, f"write a number without quotes, e.g. {key} = {example}"
+            )
+            return None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            bound = "0 or more" if zero_ok else "greater than 0"
+            self.error(
+                path,
+                f"{key} must be a finite number {bound}, got {value}",
+                f"e.g. {key} = {example}",
+                "bad_value",
+            )
+            return None
+        return float(value)
+
+    def integer(
+        self, value: object, path: str, key: str, example: int, *, minimum: int
+    ) -> int | None:
+        if value is _UNRESOLVED:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.bad_type(
+                path, "an integer", value, f"write a whole number without quotes: {key} = {example}"
+            )
+            return None
+        if value < minimum:
+            self.error(
+                path,
+                f"{key} must be at least {minimum}, got {value}",
+                f"e.g. {key} = {example}",
+                "bad_value",
+            )
+            return None
+        return value
+
+
+# --------------------------------------------------------------------------- interpolation
+
+
+def _interpolate(value: Any, env: Mapping[str, str], path: str, ck: _Checker) -> Any:
+    """Resolve ``${VAR}`` in every string inside *value*, recursively."""
+    if isinstance(value, str):
+        return _interpolate_str(value, env, path, ck)
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, env, _join(path, k), ck) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_interpolate(v, env, f"{path}[{i}]", ck) for i, v in enumerate(value)]
+    return value
+
+
+def _interpolate_str(
+    text: str, env: Mapping[str, str], path: str, ck: _Checker
+) -> str | _Unresolved:
+    if "$" not in text:
+        return text
+    resolved = True
+
+    def replace(match: re.Match[str]) -> str:
+        nonlocal resolved
+        if match["dollar"]:
+            return "$"
+        fix = "write ${NAME} or ${NAME:-default}, and $$ for a literal $"
+        if match["open"]:
+            ck.error(path, "unterminated ${ in the value", fix, "bad_interpolation")
+            resolved = False
+            return ""
+        name, has_default, default = match["body"].partition(":-")
+        if not _VAR_NAME.fullmatch(name):
+            ck.error(path, "malformed ${...} reference in the value", fix, "bad_interpolation")
+            resolved = False
+            return ""
+        current = env.get(name)
+        if has_default:
+            return current or default
+        if current is None:
+            ck.error(
+                path,
+                f"environment variable {name} is not set",
+                f"export {name}=… or write the value in the config",
+                "env_missing",
+            )
+            resolved = False
+            return ""
+        return current
+
+    result = _REFERENCE.sub(replace, text)
+    return result if resolved else _UNRESOLVED
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _build(ck: _Checker, data: object) -> Config | None:
+    if not isinstance(data, Mapping):
+        ck.bad_type("config", "a table", data, "pass a dict or a TOML document")
+        return None
+    ck.keys(data, "", _TOP_KEYS)
+    providers, names = _providers(ck, data.get("providers"))
+    models = _aliases(ck, data.get("models"), names)
+    client_keys = _client_keys(ck, data.get("client_keys"))
+
+    allow_anonymous = False
+    if data.get("allow_anonymous") is not None:
+        flag = ck.boolean(data["allow_anonymous"], "allow_anonymous", "allow_anonymous")
+        allow_anonymous = bool(flag)
+
+    authenticate = _authenticate(ck, data.get("authenticate"))
+
+    default_provider = None
+    if data.get("default_provider") is not None:
+        default_provider = ck.string(
+            data["default_provider"], "default_provider", 'default_provider = "openrouter"'
+        )
+        if default_provider is not None and names and default_provider not in names:
+            _unknown_provider_ref(
+                ck, "default_provider", default_provider, names, "bad_default_provider"
+            )
+
+    prefix = "/v1"
+    if data.get("prefix") is not None:
+        prefix = _prefix(ck, data["prefix"]) or prefix
+
+    max_body_bytes = 16 * 1024 * 1024
+    if data.get("max_body_bytes") is not None:
+        max_body_bytes = (
+            ck.integer(
+                data["max_body_bytes"], "max_body_bytes", "max_body_bytes", 16777216, minimum=1024
+            )
+            or max_body_bytes
+        )
+
+    timeouts = _section(ck, data.get("timeouts"), "timeouts", Timeouts)
+    retry = _section(
+        ck,
+        data.get("retry"),
+        "retry",
+        RetryPolicy,
+        integers=("attempts_per_target",),
+        zero_ok=("max_retry_after",),
+    )
+    cooldowns = _section(ck, data.get("cooldowns"), "cooldowns", Cooldowns)
+
+    if (
+        not client_keys
+        and authenticate is None
+        and not allow_anonymous
+        and not ck.has_error_under(*_INBOUND_KEYS)
+    ):
+        ck.warn(
+            "client_keys",
+            "no inbound authentication is configured: every request will be refused with 401",
+            "add client_keys, an authenticate callable, or allow_anonymous = true for local "
+            "development",
+            "no_inbound_auth",
+        )
+
+    return Config(
+        providers=MappingProxyType(providers),
+        models=MappingProxyType(models),
+        client_keys=client_keys,
+        allow_anonymous=allow_anonymous,
+        authenticate=authenticate,
+        default_provider=default_provider,
+        prefix=prefix,
+        max_body_bytes=max_body_bytes,
+        timeouts=timeouts,
+        retry=retry,
+        cooldowns=cooldowns,
+        warnings=tuple(p for p in ck.problems if p.severity == "warning"),
+    )
+
+
+def _providers(ck: _Checker, raw: object) -> tuple[dict[str, ProviderConfig], set[str]]:
+    providers: dict[str, ProviderConfig] = {}
+    names: set[str] = set()
+    if raw is None or (isinstance(raw, Mapping) and not raw):
+        ck.error(
+            "providers",
+            "no providers are configured",
+            'add one, e.g. providers.openrouter.api_key = "${OPENROUTER_API_KEY}"; without a '
+            "config file, export a well-known key such as OPENROUTER_API_KEY or set BADGR_CONFIG",
+            "no_providers",
+        )
+        return providers, names
+    mapping = ck.mapping(raw, "providers", '{openrouter = {api_key = "${OPENROUTER_API_KEY}"}}')
+    if mapping is None:
+        return providers, names
+    for name, body in mapping.items():
+        path = _join("providers", name)
+        if not isinstance(name, str) or not _PROVIDER_NAME.fullmatch(name):
+            ck.error(
+                path,
+                "a provider name must start with a letter or digit and contain only letters, "
+                "digits, '_', '.' and '-' (no '/')",
+                "rename the provider, e.g. my-provider",
+                "bad_provider_name",
+            )
+            continue
+        names.add(name)
+        provider = _provider(ck, name, body, path)
+        if provider is not None:
+            providers[name] = provider
+    return providers, names
+
+
+def _provider(ck: _Checker, name: str, body: object, path: str) -> ProviderConfig | None:
+    before = len(ck.problems)
+    mapping = ck.mapping({} if body is None else body, path, '{api_key = "${API_KEY}"}')
+    if mapping is None:
+        return None
+    ck.keys(mapping, path, _PROVIDER_KEYS)
+    known = KNOWN_PROVIDERS.get(name)
+    raw_kind = mapping.get("kind")
+    raw_url = mapping.get("base_url")
+    custom_fix = 'set kind = "openai" and base_url = "https://…/v1" for a custom provider'
+
+    if known is None and raw_kind is None and raw_url is None:
+        suggestion = _suggest(name, KNOWN_PROVIDERS)
+        hint = f"did you mean '{suggestion}'? otherwise " if suggestion else ""
+        ck.error(
+            path,
+            f"'{name}' is not a well-known provider "
+            f"({', '.join(KNOWN_PROVIDERS)}), so it needs kind and base_url",
+            hint + custom_fix,
+            "unknown_provider",
+        )
+
+    kind = known.kind if known is not None else "openai"
+    kind_path = _join(path, "kind")
+    if raw_kind is not None:
+        given = ck.string(raw_kind, kind_path, 'kind = "openai"')
+        if given is not None and given not in KINDS:
+            suggestion = _suggest(given, KINDS)
+            ck.error(
+                kind_path,
+                f"kind must be one of {', '.join(KINDS)}",
+                f"did you mean '{suggestion}'?"
+                if suggestion
+                else 'use kind = "openai" for any OpenAI-compatible API',
+                "bad_kind",
+            )
+        elif given is not None:
+            kind = given
+    if kind in KINDS:
+        problem = _kind_not_implemented(kind, kind_path)
+        if problem is not None:
+            ck.problems.append(problem)
+
+    base_url = known.base_url if known is not None and kind == known.kind else None
+    url_path = _join(path, "base_url")
+    if raw_url is not None:
+        given_url = ck.string(raw_url, url_path, 'base_url = "https://api.example.com/v1"')
+        base_url = _base_url(ck, given_url, url_path) if given_url is not None else None
+    elif base_url is None and (known is not None or raw_kind is not None):
+        why = (
+            "base_url is required when kind differs from the well-known provider's"
+            if known is not None
+            else "base_url is required for a provider that is not well-known"
+        )
+        ck.error(url_path, why, 'base_url = "https://api.example.com/v1"', "bad_base_url")
+
+    api_key = _api_key(ck, mapping.get("api_key"), _join(path, "api_key"), name)
+    headers = _headers(ck, mapping.get("headers"), _join(path, "headers"))
+    models = _model_list(ck, mapping.get("models"), _join(path, "models"))
+
+    openrouter = known.openrouter if known is not None else False
+    if mapping.get("openrouter") is not None:
+        flag = ck.boolean(mapping["openrouter"], _join(path, "openrouter"), "openrouter")
+        openrouter = openrouter if flag is None else flag
+
+    if len(ck.problems) != before or base_url is None:
+        return None
+    return ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url,
+        api_key=api_key,
+        headers=MappingProxyType(headers),
+        models=models,
+        openrouter=openrouter,
+    )
+
+
+def _base_url(ck: _Checker, value: str, path: str) -> str | None:
+    fix = 'write an absolute URL, e.g. base_url = "https://api.example.com/v1"'
+    try:
+        parts = urlsplit(value)
+        valid = (
+            parts.scheme in ("http", "https")
+            and bool(parts.hostname)
+            and not any(c.isspace() for c in value)
+        )
+        if valid:
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        valid = False
+    if not valid:
+        message = "base_url must be an http:// or https:// URL with a host"
+        ck.error(path, message, fix, "bad_base_url")
+        return None
+    if parts.query or parts.fragment:
+        ck.error(path, "base_url must not contain a query or fragment", fix, "bad_base_url")
+        return None
+    if parts.username is not None or parts.password is not None:
+        ck.error(
+            path,
+            "base_url must not contain credentials",
+            "remove user:password@ from the URL; put the key in api_key or headers",
+            "bad_base_url",
+        )
+        return None
+    return value.rstrip("/")
+
+
+def _api_key(ck: _Checker, raw: object, path: str, provider: str) -> Secret | None:
+    if raw is _UNRESOLVED:
+        return None
+    key: Secret | None = None
+    if isinstance(raw, Secret):
+        key = raw if raw else None
+    elif isinstance(raw, str):
+        key = Secret(raw) if raw else None
+    elif raw is not None:
+        ck.bad_type(path, "a string", raw, 'api_key = "${API_KEY}"')
+        return None
+    known = KNOWN_PROVIDERS.get(provider)
+    if key is None and known is not None and known.key_required:
+        env_var = known.api_key_env or "API_KEY"
+        ck.error(
+            path,
+            f"api_key is {'missing' if raw is None else 'empty'}; {provider} requires a key",
+            f'add api_key = "${{{env_var}}}" and export {env_var}',
+            "missing_api_key",
+        )
+    return key
+
+
+def _headers(ck: _Checker, raw: object, path: str) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if raw is None:
+        return headers
+    mapping = ck.mapping(raw, path, '{"X-Title" = "my app"}')
+    if mapping is None:
+        return headers
+    for name, value in mapping.items():
+        header_path = _join(path, name)
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            ck.error(
+                header_path,
+                "not a valid HTTP header name",
+                "use letters, digits and '-', e.g. X-Title",
+                "bad_value",
+            )
+            continue
+        text = ck.string(value, header_path, '"X-Title" = "my app"')
+        if text is None:
+            continue
+        if "\r" in text or "\n" in text:
+            ck.error(
+                header_path,
+                "a header value must not contain line breaks",
+                "remove the line breaks",
+                "bad_value",
+            )
+            continue
+        headers[name] = text
+    return headers
+
+
+def _model_list(ck: _Checker, raw: object, path: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list | tuple):
+        ck.bad_type(path, "a list of strings", raw, 'models = ["model-a", "model-b"]')
+        return ()
+    models: list[str] = []
+    for i, entry in enumerate(raw):
+        entry_path = f"{path}[{i}]"
+        text = ck.string(entry, entry_path, '"model-a"')
+        if text is None:
+            continue
+        if not text.strip():
+            ck.error(entry_path, "a model name must not be empty", "remove the entry", "bad_value")
+            continue
+        models.append(text)
+    return tuple(models)
+
+
+def _aliases(ck: _Checker, raw: object, names: set[str]) -> dict[str, AliasConfig]:
+    aliases: dict[str, AliasConfig] = {}
+    if raw is None:
+        return aliases
+    mapping = ck.mapping(raw, "models", '{fast = ["groq/llama-3.1-8b-instant"]}')
+    if mapping is None:
+        return aliases
+    for alias, body in mapping.items():
+        path = _join("models", alias)
+        if not isinstance(alias, str) or not alias.strip():
+            ck.error(path, "a model alias must be a non-empty string", "rename it", "bad_value")
+            continue
+        targets_raw, targets_path = body, path
+        if isinstance(body, Mapping):
+            ck.keys(body, path, ("targets",))
+            targets_raw, targets_path = body.get("targets"), _join(path, "targets")
+        if targets_raw is _UNRESOLVED:
+            continue
+        if isinstance(targets_raw, str | Mapping):
+            # A single target is accepted without the surrounding list.
+            entries: list[tuple[object, str]] = [(targets_raw, targets_path)]
+        elif isinstance(targets_raw, list | tuple):
+            entries = [(t, f"{targets_path}[{i}]") for i, t in enumerate(targets_raw)]
+        elif targets_raw is None:
+            entries = []
+        else:
+            ck.bad_type(
+                targets_path, "a list of targets", targets_raw, f'{alias} = ["<provider>/<model>"]'
+            )
+            continue
+        if not entries:
+            ck.error(
+                targets_path,
+                "the alias has no targets",
+                'list at least one target, e.g. ["openrouter/openai/gpt-4o"]',
+                "empty_alias",
+            )
+            continue
+        targets = [_target(ck, entry, entry_path, names) for entry, entry_path in entries]
+        if all(t is not None for t in targets):
+            aliases[alias] = AliasConfig(alias, tuple(t for t in targets if t is not None))
+    return aliases
+
+
+def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConfig | None:
+    form_fix = (
+        'write "<provider>/<model>", e.g. "openrouter/anthropic/claude-sonnet-4.5", or a table '
+        '{target = "openai/gpt-4.1", context_window = 1000000}'
+    )
+    if raw is _UNRESOLVED:
+        return None
+    context_window: int | None = None
+    spec_path = path
+    if isinstance(raw, Mapping):
+        ck.keys(raw, path, _TARGET_KEYS)
+        spec, spec_path = raw.get("target"), _join(path, "target")
+        if spec is None:
+            ck.error(path, "a target table needs a 'target' key", form_fix, "bad_target")
+            return None
+        if raw.get("context_window") is not None:
+            context_window = ck.integer(
+                raw["context_window"],
+                _join(path, "context_window"),
+                "context_window",
+                128000,
+                minimum=1,
+            )
+            if context_window is None:
+                return None
+    else:
+        spec = raw
+    if spec is _UNRESOLVED:
+        return None
+    if not isinstance(spec, str):
+        ck.error(
+            spec_path,
+            f"a target must be a '<provider>/<model>' string or a table, got {_describe(spec)}",
+            form_fix,
+            "bad_target",
+        )
+        return None
+    provider, _, model = spec.partition("/")
+    if not provider or not model.strip():
+        ck.error(spec_path, "a target must look like '<provider>/<model>'", form_fix, "bad_target")
+        return None
+    # With no provider at all, no_providers already says everything.
+    if names and provider not in names:
+        _unknown_provider_ref(ck, spec_path, provider, names, "unknown_target_provider")
+        return None
+    return TargetConfig(provider=provider, model=model, context_window=context_window)
+
+
+def _unknown_provider_ref(ck: _Checker, path: str, name: str, names: set[str], code: str) -> None:
+    suggestion = _suggest(name, names)
+    if suggestion:
+        fix = f"did you mean '{suggestion}'?"
+    elif names:
+        fix = f"use a configured provider ({', '.join(sorted(names))}) or add it under providers"
+    else:
+        fix = "add the provider under providers"
+    message = (
+        "the target's provider is not configured"
+        if code == "unknown_target_provider"
+        else "default_provider does not name a configured provider"
+    )
+    ck.error(path, message, fix, code)
+
+
+def _client_keys(ck: _Checker, raw: object) -> tuple[Secret, ...]:
+    if raw is None or raw is _UNRESOLVED:
+        return ()
+    fix = 'client_keys = ["${BADGR_CLIENT_KEY}"]'
+    if not isinstance(raw, list | tuple):
+        ck.bad_type("client_keys", "a list of strings", raw, fix)
+        return ()
+    keys: list[Secret] = []
+    for i, entry in enumerate(raw):
+        path = f"client_keys[{i}]"
+        if entry is _UNRESOLVED:
+            continue
+        if not isinstance(entry, str | Secret):
+            ck.bad_type(path, "a string", entry, fix)
+            continue
+        value = entry.reveal() if isinstance(entry, Secret) else entry
+        if not value.strip():
+            ck.error(path, "a client key must not be empty", "set a long random key", "bad_value")
+            continue
+        keys.append(Secret(value))
+    return tuple(keys)
+
+
+def _authenticate(ck: _Checker, raw: object) -> Callable[..., Any] | None:
+    path = "authenticate"
+    if raw is None or raw is _UNRESOLVED:
+        return None
+    if isinstance(raw, str):
+        return _import_callable(ck, raw, path)
+    if callable(raw):
+        return raw
+    ck.bad_type(path, "a callable or a dotted path", raw, 'authenticate = "myapp.auth:check"')
+    return None
+
+
+def _import_callable(ck: _Checker, dotted: str, path: str) -> Callable[..., Any] | None:
+    fix = 'write "package.module:function" (or "package.module.function") naming a callable'
+    if ":" in dotted:
+        module_name, _, attrs = dotted.partition(":")
+    else:
+        module_name, _, attrs = dotted.rpartition(".")
+    parts = [*module_name.split("."), *attrs.split(".")]
+    if not module_name or not attrs or not all(p.isidentifier() for p in parts):
+        ck.error(path, "authenticate is not a valid dotted path", fix, "bad_authenticate")
+        return None
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            message = "the module named by authenticate does not exist"
+        else:
+            message = f"importing the module named by authenticate failed: no module {exc.name!r}"
+        ck.error(path, message, fix, "bad_authenticate")
+        return None
+    except Exception as exc:  # any error raised by the user's module at import time
+        ck.error(
+            path,
+            f"importing the module named by authenticate raised {type(exc).__name__}",
+            "fix the error in that module",
+            "bad_authenticate",
+        )
+        return None
+    for attr in attrs.split("."):
+        try:
+            obj = getattr(obj, attr)
+        except AttributeError:
+            ck.error(
+                path,
+                "the module has no attribute named by authenticate",
+                fix,
+                "bad_authenticate",
+            )
+            return None
+    if not callable(obj):
+        ck.error(path, "authenticate does not name a callable", fix, "bad_authenticate")
+        return None
+    return obj
+
+
+def _prefix(ck: _Checker, raw: object) -> str | None:
+    value = ck.string(raw, "prefix", 'prefix = "/v1"')
+    if value is None:
+        return None
+    fix = 'write a path like prefix = "/v1" or "/api/llm"'
+    if not value.startswith("/"):
+        ck.error("prefix", "prefix must start with '/'", fix, "bad_prefix")
+    elif value.endswith("/"):
+        ck.error("prefix", "prefix must not end with '/'", fix, "bad_prefix")
+    elif any(c.isspace() or c in "?#" for c in value):
+        ck.error("prefix", "prefix must be a plain path (no spaces, '?' or '#')", fix, "bad_prefix")
+    else:
+        return value
+    return None
+
+
+def _section(
+    ck: _Checker,
+    raw: object,
+    path: str,
+    cls: type[_T],
+    *,
+    integers: Collection[str] = (),
+    zero_ok: Collection[str] = (),
+) -> _T:
+    if raw is None:
+        return cls()
+    defaults = cls()
+    mapping = ck.mapping(raw, path, "{...}")
+    if mapping is None:
+        return defaults
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    ck.keys(mapping, path, names)
+    values: dict[str, Any] = {}
+    for name in names:
+        if mapping.get(name) is None:
+            continue
+        example = getattr(defaults, name)
+        if name in integers:
+            value: Any = ck.integer(mapping[name], _join(path, name), name, example, minimum=1)
+        else:
+            value = ck.number(
+                mapping[name], _join(path, name), name, example, zero_ok=name in zero_ok
+            )
+        if value is not None:
+            values[name] = value
+    return cls(**values)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load(
+    data: object,
+    env: Mapping[str, str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    problems: Iterable[ConfigProblem] = (),
+) -> Config:
+    """Interpolate *data*, lay *overrides* (already final values) on top, and validate."""
+    ck = _Checker()
+    ck.problems.extend(problems)
+    resolved = _interpolate(data, env, "", ck)
+    if overrides and isinstance(resolved, dict):
+        resolved.update(overrides)
+    config = _build(ck, resolved)
+    errors = [p for p in ck.problems if p.severity == "error"]
+    if errors or config is None:
+        raise ConfigError(errors, [p for p in ck.problems if p.severity == "warning"])
+    return config
+
+
+def _read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    where = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        problem = ConfigProblem(
+            where,
+            "config file not found",
+            "check the path; a relative path is resolved from the current directory",
+            "bad_file",
+        )
+    except OSError as exc:
+        problem = ConfigProblem(
+            where,
+            f"config file cannot be read ({exc.strerror or type(exc).__name__})",
+            "check the path and its permissions",
+            "bad_file",
+        )
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's messages give a position, never the offending value.
+        problem = ConfigProblem(
+            where, f"not valid TOML: {exc}", "fix the TOML syntax at that position", "bad_toml"
+        )
+    except UnicodeDecodeError:
+        problem = ConfigProblem(where, "config file is not UTF-8", "save it as UTF-8", "bad_toml")
+    raise ConfigError([problem])
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """The ``BADGR_*`` variables that apply on top of any configuration source."""
+    overrides: dict[str, Any] = {}
+    problems: list[ConfigProblem] = []
+    if env.get("BADGR_CLIENT_KEYS"):
+        keys = [k.strip() for k in env["BADGR_CLIENT_KEYS"].split(",")]
+        overrides["client_keys"] = [k for k in keys if k]
+    if env.get("BADGR_ALLOW_ANONYMOUS"):
+        flag = env["BADGR_ALLOW_ANONYMOUS"].strip().lower()
+        if flag in _TRUE | _FALSE:
+            overrides["allow_anonymous"] = flag in _TRUE
+        else:
+            problems.append(
+                ConfigProblem(
+                    "allow_anonymous",
+                    "BADGR_ALLOW_ANONYMOUS must be one of 1, true, yes, 0, false, no",
+                    "export BADGR_ALLOW_ANONYMOUS=true (or false)",
+                    "bad_value",
+                )
+            )
+    if env.get("BADGR_PREFIX"):
+        overrides["prefix"] = env["BADGR_PREFIX"]
+    if env.get("BADGR_DEFAULT_PROVIDER"):
+        overrides["default_provider"] = env["BADGR_DEFAULT_PROVIDER"]
+    return overrides, problems
+
+
+def _env_providers(env: Mapping[str, str]) -> tuple[dict[str, Any], list[ConfigProblem]]:
+    """Providers for every well-known provider whose API key variable is set."""
+    providers: dict[str, Any] = {}
+    problems: list[ConfigProblem] = []
+    for name, known in KNOWN_PROVIDERS.items():
+        if known.api_key_env is None or not env.get(known.api_key_env):
+            continue
+        problem = _kind_not_implemented(known.kind, f"providers.{name}.kind")
+        if problem is not None:
+            problems.append(
+                dataclasses.replace(
+                    problem,
+                    message=f"{problem.message}; {known.api_key_env} is set but provider "
+                    f"'{name}' was not added",
+                    severity="warning",
+                )
+            )
+            continue
+        providers[name] = {"api_key": env[known.api_key_env]}
+    return providers, problems
+
+
+def _load_env(env: Mapping[str, str]) -> Config:
+    overrides, problems = _env_overrides(env)
+    file: str | None = env.get("BADGR_CONFIG") or None
+    if file is None and Path("badgr.toml").is_file():
+        file = "badgr.toml"
+    if file is not None:
+        try:
+            data = _read_toml(file)
+        except ConfigError as exc:
+            raise ConfigError([*exc.problems, *problems]) from None
+        return _load(data, env, overrides=overrides, problems=problems)
+
+    providers, more = _env_providers(env)
+    if "default_provider" not in overrides:
+        if len(providers) == 1:
+            overrides["default_provider"] = next(iter(providers))
+        elif "openrouter" in providers:
+            overrides["default_provider"] = "openrouter"
+    # Values read from the environment are final: they are not interpolated again.
+    return _load(
+        {}, env, overrides={"providers": providers, **overrides}, problems=[*problems, *more]
+    )

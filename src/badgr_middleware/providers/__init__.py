@@ -1,0 +1,1 @@
+"""Upstream wire formats and the table of well-known providers."""
