@@ -1,0 +1,123 @@
+"""The ``badgr`` command: ``serve``, ``check``, ``status`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from .config import Config, ConfigError, ConfigProblem, load_config
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``badgr`` console script; returns the exit code."""
+    out = out or sys.stdout
+    parser = argparse.ArgumentParser(prog="badgr", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the endpoint with uvicorn")
+    serve.add_argument("--config", help="badgr.toml (default: $BADGR_CONFIG, ./badgr.toml, env)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+
+    check = commands.add_parser("check", help="validate the config and print the routes")
+    check.add_argument("--config", help="badgr.toml (default: $BADGR_CONFIG, ./badgr.toml, env)")
+
+    status = commands.add_parser("status", help="print the health of a running endpoint")
+    status.add_argument("--url", default="http://127.0.0.1:8000/v1",
+                        help="the endpoint's base URL (default %(default)s)")
+    status.add_argument("--key", help="a client key (default: $BADGR_CLIENT_KEY)")
+
+    commands.add_parser("demo", help="watch failover against simulated providers (no keys)")
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(out)
+    if args.command == "status":
+        return _status(args.url, args.key, out)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        _print_problems(error.problems, out)
+        _print_problems(getattr(error, "warnings", ()), out)
+        return 1
+    if args.command == "check":
+        _print_problems(config.warnings, out)
+        _print_routes(config, out)
+        return 0
+    return _serve(config, args.host, args.port, out)
+
+
+def _print_problems(problems: Sequence[ConfigProblem], out: TextIO) -> None:
+    for problem in problems:
+        print(f"{problem.severity}: {problem}", file=out)
+
+
+def _print_routes(config: Config, out: TextIO) -> None:
+    print(f"Endpoint prefix: {config.prefix}", file=out)
+    print("Providers:", file=out)
+    for provider in config.providers.values():
+        key = str(provider.api_key) if provider.api_key else "(no key)"
+        print(f"  {provider.name:<12} {provider.kind:<9} {provider.base_url}  key {key}", file=out)
+    print("Models:", file=out)
+    if not config.models:
+        print("  (no aliases)", file=out)
+    for alias in config.models.values():
+        print(f"  {alias.name} -> {' > '.join(t.name for t in alias.targets)}", file=out)
+    if config.default_provider:
+        print(f"  any other model -> {config.default_provider}/<model>", file=out)
+    if config.client_keys:
+        auth = f"{len(config.client_keys)} client key(s)"
+    elif config.authenticate is not None:
+        auth = "authenticate callable"
+    else:
+        auth = "anonymous" if config.allow_anonymous else "closed (every request gets 401)"
+    print(f"Inbound auth: {auth}", file=out)
+    print("Config OK.", file=out)
+
+
+def _serve(config: Config, host: str, port: int, out: TextIO) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        print("badgr serve needs uvicorn: pip install 'badgr-middleware[server]'", file=out)
+        return 2
+    from .http.asgi import BadgrApp
+
+    uvicorn.run(BadgrApp(config), host=host, port=port, log_level="info")
+    return 0
+
+
+def _status(url: str, key: str | None, out: TextIO) -> int:
+    import os
+
+    key = key or os.environ.get("BADGR_CLIENT_KEY")
+    request = urllib.request.Request(url.rstrip("/") + "/status")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            snapshot: dict[str, Any] = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        print(f"Could not read {url}/status: {error}", file=out)
+        return 1
+    print(f"{'provider':<14} {'state':<14} {'reason':<18} retry in", file=out)
+    for name, info in snapshot.get("providers", {}).items():
+        retry = f"{info['retry_in']:.0f}s" if info.get("retry_in") else "-"
+        print(f"{name:<14} {info['state']:<14} {info.get('reason') or '-':<18} {retry}", file=out)
+        for model, target in info.get("targets", {}).items():
+            print(f"  {model:<12} {'cooling_down':<14} {target['reason']:<18} "
+                  f"{target['retry_in']:.0f}s", file=out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
