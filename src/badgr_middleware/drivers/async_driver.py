@@ -67,6 +67,14 @@ class AsyncDriver(DriverBase):
 
     async def execute(self, request: RoutedRequest) -> HttpResponse:
         flow = self.flow(request)
+        try:
+            return await self._execute(request, flow)
+        except asyncio.CancelledError:
+            if flow.gi_frame is not None:  # not yet finished: the response never began
+                self.abandon(flow)
+            raise
+
+    async def _execute(self, request: RoutedRequest, flow: FlowGenerator) -> HttpResponse:
         action = next(flow)
         opened: Opened | None = None
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from ..errors import ApiError
 from ..health import HealthStore
 from ..messages import HttpResponse
 from ..providers.openai import OpenAICompatible, OpenAIStream
-from ..routing.flow import Cooldown, Emit, Flow, FlowGenerator
+from ..routing.flow import ClientDisconnected, Cooldown, Emit, Flow, FlowGenerator
 from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
 from ..sse import encode_event
@@ -122,13 +123,18 @@ class DriverBase:
 
     def finish(self, flow: FlowGenerator, delivered: Delivered) -> None:
         """Tell the flow the response is out, and run what it does last."""
-        try:
-            action = flow.send(delivered)
-            while True:
-                self.apply(action)
-                action = flow.send(None)
-        except StopIteration:
-            pass
+        with contextlib.suppress(StopIteration):
+            self._drain(flow, flow.send(delivered))
+
+    def abandon(self, flow: FlowGenerator) -> None:
+        """The client left before the response began: let the flow report it and end."""
+        with contextlib.suppress(StopIteration):
+            self._drain(flow, flow.throw(ClientDisconnected()))
+
+    def _drain(self, flow: FlowGenerator, action: object) -> None:
+        while True:
+            self.apply(action)
+            action = flow.send(None)
 
     @staticmethod
     def served_headers(

@@ -23,6 +23,10 @@ action                                      what the driver sends back
 ``Fail(error, attempts)``                   nothing: the flow is over
 ==========================================  =============================================
 
+A driver whose client disconnects before the response began throws
+:class:`ClientDisconnected` into the generator; the flow then reports ``request_failed``
+(``client_disconnected``) and ends.
+
 The flow reads time only through the ``clock`` it is given and randomness only through
 ``rng``, so every retry, backoff and deadline decision is exactly testable. The failure
 policy it implements is the table in DESIGN.md; each :class:`FailureKind` is one row.
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Action",
     "Attempt",
+    "ClientDisconnected",
     "Cooldown",
     "Emit",
     "Fail",
@@ -61,6 +66,10 @@ __all__ = [
 
 # A Retry-After longer than this makes the official SDKs give up rather than wait.
 SDK_MAX_RETRY_AFTER = 120.0
+
+
+class ClientDisconnected(Exception):
+    """Thrown into a running flow when the client went away before the response began."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +149,21 @@ class Flow:
         self.waits: dict[str, tuple[Target, float]] = {}
 
     def run(self) -> FlowGenerator:
-        req = self.request
         started = self.clock()
+        try:
+            yield from self._run(started)
+        except ClientDisconnected:
+            req = self.request
+            yield Emit(
+                signals.request_failed,
+                signals.RequestFailed(
+                    req.request_id, req.route, 499, FailureKind.CLIENT_DISCONNECTED.value,
+                    self.attempts, self.clock() - started, req.stream,
+                ),
+            )
+
+    def _run(self, started: float) -> FlowGenerator:
+        req = self.request
         deadline = started + self.budget
         yield Emit(
             signals.request_started,
