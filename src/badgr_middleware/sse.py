@@ -10,7 +10,7 @@ including a ``\\r`` at the end of one read and its ``\\n`` at the start of the n
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["SSEEvent", "SSEScanner", "encode_event"]
 
@@ -20,10 +20,15 @@ _BOM = b"\xef\xbb\xbf"
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
-    """One dispatched event: its ``data`` lines joined with ``\\n``, and its ``event`` name."""
+    """One dispatched event: its ``data`` lines joined with ``\\n``, and its ``event`` name.
+
+    ``end`` is the offset just past the event in the bytes :meth:`SSEScanner.feed` returned
+    with it, so a reader can forward a stream up to and including one particular event.
+    """
 
     data: bytes
     event: bytes | None = None
+    end: int = field(default=0, compare=False)
 
 
 def encode_event(data: bytes) -> bytes:
@@ -68,10 +73,10 @@ class SSEScanner:
                 self._field(line)
                 continue
             boundary = pos
-            if self._data or self._event is not None:
-                events.append(SSEEvent(b"\n".join(self._data), self._event))
-                self._data = []
-                self._event = None
+            if self._data:  # a block without data (only "event:", or comments) is no event
+                events.append(SSEEvent(b"\n".join(self._data), self._event, pos))
+            self._data = []
+            self._event = None
         if pos == len(buf) and buf[-1:] == b"\r":
             self._skip_lf = True
         self._buf = buf[boundary:]

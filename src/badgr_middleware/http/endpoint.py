@@ -97,7 +97,7 @@ class Endpoint:
         if len(request.body) > self.config.max_body_bytes:
             raise body_too_large(self.config.max_body_bytes)
         try:
-            body = json.loads(request.body)
+            body = json.loads(request.body.decode("utf-8"))
         except UnicodeDecodeError:
             raise ApiError(400, "The request body is not valid UTF-8.",
                            code="invalid_encoding") from None

@@ -153,7 +153,7 @@ class OpenAIStream:
                 if failure is not None:
                     self.error = failure
                     self.error_in_band = True
-                    break
+                    return out[: event.end]  # the error event ends the stream
             if not self._saw_finish and (
                 b'"finish_reason":"' in data or b'"finish_reason": "' in data
             ):

@@ -186,11 +186,11 @@ class Flow:
                 key = next(iter(retryable))
                 target, last = retryable.pop(key)
                 delay = self._retry_delay(last, tries[key])
-                if self.clock() + delay >= deadline:
+                if not self._eligible(target, min_context) or self.clock() + delay >= deadline:
                     continue
                 yield self._retry_event(target, delay, last.kind)
             elif target is None:
-                target = self._worth_waiting_for(waited, deadline)
+                target = self._worth_waiting_for(waited, deadline, min_context)
                 if target is None:
                     yield from self._give_up(started, deadline_hit=False)
                     return
@@ -234,9 +234,7 @@ class Flow:
         now = self.clock()
         while queue:
             target = queue.pop(0)
-            if min_context is not None and (
-                target.context_window is None or target.context_window <= min_context
-            ):
+            if not _fits_context(target, min_context):
                 continue
             out = self._out_until(target, now)
             if out is None:
@@ -246,6 +244,12 @@ class Flow:
                 self.waits[target.key] = (target, out.until)
         return None
 
+    def _eligible(self, target: Target, min_context: int | None) -> bool:
+        """May ``target`` be tried again now (no cooldown, a large enough context)?"""
+        return _fits_context(target, min_context) and (
+            self._out_until(target, self.clock()) is None
+        )
+
     def _out_until(self, target: Target, now: float) -> Unavailable | None:
         for key in (target.provider, target.key):
             entry = self.unavailable.get(key)
@@ -253,26 +257,25 @@ class Flow:
                 return entry
         return None
 
-    def _worth_waiting_for(self, waited: set[str], deadline: float) -> Target | None:
+    def _worth_waiting_for(
+        self, waited: set[str], deadline: float, min_context: int | None
+    ) -> Target | None:
         """The rate-limited target to wait for when no other target is left, if any fits."""
         now = self.clock()
-        best: tuple[Target, float] | None = None
-        for key, (target, until) in self.waits.items():
-            if key in waited:
+        candidates = sorted(
+            (until, target) for key, (target, until) in self.waits.items() if key not in waited
+        )
+        for until, target in candidates:
+            if until - now > self.retry.max_retry_after or until >= deadline:
+                return None  # later candidates accept even later
+            if not _fits_context(target, min_context):
                 continue
-            if best is None or until < best[1]:
-                best = (target, until)
-        if best is None:
-            return None
-        target, until = best
-        wait = until - now
-        if wait > self.retry.max_retry_after or until >= deadline:
-            return None
-        # the wait must not be spent on a target that is out for another reason too
-        other = self.unavailable.get(target.provider)
-        if other is not None and other.until > until:
-            return None
-        return target
+            # the wait must not be spent on a target that is out for another reason too
+            other = self.unavailable.get(target.provider)
+            if other is not None and other.until > until:
+                continue
+            return target
+        return None
 
     def _retry_delay(self, failure: Failure, tries: int) -> float:
         hint = failure.retry_after
@@ -341,6 +344,9 @@ class Flow:
         now = self.clock()
         kinds = {f.kind for _, f in self.failures} | {u.kind for u in self.skipped.values()}
         summary = self._summary(now)
+        if deadline_hit:
+            return ApiError(504, f"The request deadline passed. {summary}", type="timeout_error",
+                            code="deadline_exceeded", headers=[("x-should-retry", "false")])
         if self.failures and self.failures[-1][1].kind in (
             FailureKind.CLIENT, FailureKind.CONTEXT_LENGTH
         ):
@@ -350,9 +356,6 @@ class Flow:
                 param=failure.param, code=failure.code or failure.kind.value,
                 headers=[("x-should-retry", "false")],
             )
-        if deadline_hit:
-            return ApiError(504, f"The request deadline passed. {summary}", type="timeout_error",
-                            code="deadline_exceeded", headers=[("x-should-retry", "false")])
         earliest = self._earliest_retry(now)
         if kinds == {FailureKind.RATE_LIMITED}:
             return ApiError(429, f"Every target is rate limited. {summary}",
@@ -372,8 +375,13 @@ class Flow:
                         code="all_targets_failed", headers=[("x-should-retry", "false")])
 
     def _earliest_retry(self, now: float) -> float | None:
+        """Seconds until the first target that failed or was skipped accepts requests again."""
         times = [until for _, until in self.waits.values()]
         times += [u.until for u in self.skipped.values()]
+        for target, _ in self.failures:
+            out = self._out_until(target, now)
+            if out is not None:
+                times.append(out.until)
         future = [t - now for t in times if t > now]
         return min(future) if future else None
 
@@ -421,9 +429,16 @@ class Flow:
         )
 
 
+def _fits_context(target: Target, min_context: int | None) -> bool:
+    """After a context-length failure, only targets known to have a larger window qualify."""
+    return min_context is None or (
+        target.context_window is not None and target.context_window > min_context
+    )
+
+
 def _retry_headers(seconds: float | None) -> list[tuple[str, str]]:
     """Tell the client when a retry could help; if it could not soon, tell it not to retry."""
     if seconds is None or seconds > SDK_MAX_RETRY_AFTER:
         return [("x-should-retry", "false")]
     return [("retry-after", str(max(1, math.ceil(seconds)))),
-            ("retry-after-ms", str(max(1, math.ceil(seconds * 1000))))]
+            ("retry-after-ms", str(max(1, math.ceil(round(seconds * 1000, 3)))))]

@@ -139,7 +139,8 @@ def _apply_preferences(
             forwarded[key] = value
         else:
             forwarded[key] = value
-    result = _filter(targets, lists)
+    openrouter = {name for name, p in config.providers.items() if p.openrouter}
+    result = _filter(targets, lists, openrouter if "only" in forwarded else set())
     if prefs.get("allow_fallbacks") is False:
         if lists.get("order"):
             allowed = set(lists["order"])
@@ -152,10 +153,14 @@ def _apply_preferences(
     return result, forwarded or None
 
 
-def _filter(targets: Sequence[Target], lists: Mapping[str, list[str]]) -> list[Target]:
+def _filter(
+    targets: Sequence[Target], lists: Mapping[str, list[str]], keep: set[str]
+) -> list[Target]:
+    """Apply order/only/ignore; ``keep`` are providers an ``only`` list spares because it
+    also names OpenRouter upstreams, which OpenRouter itself then applies."""
     result = list(targets)
     if "only" in lists:
-        only = set(lists["only"])
+        only = set(lists["only"]) | keep
         result = [t for t in result if t.provider in only]
     if "ignore" in lists:
         ignore = set(lists["ignore"])
