@@ -18,6 +18,7 @@ class HttpRequest:
     body: bytes = b""
     query: str = ""
     principal: object | None = None  # set by an adapter that already authenticated the caller
+    prefix: str = ""  # where the endpoint is mounted, for messages that name the full URL
 
 
 @dataclass(slots=True)

@@ -28,6 +28,7 @@ from .base import (
     DriverBase,
     Opened,
     error_chunk,
+    stream_interrupted,
     transport_failure,
 )
 
@@ -135,14 +136,14 @@ class AsyncDriver(DriverBase):
                 first: list[bytes] = []
                 async for chunk in chunks:
                     out = translator.feed(chunk)
-                    if translator.error is not None:
-                        return translator.error
                     if out:
                         first.append(out)
-                    if translator.started:
+                    if translator.started:  # content came first: an error after it is relayed
                         handed_over = True
                         return Opened(response, stream=translator, first=b"".join(first),
                                       chunks=chunks)
+                    if translator.error is not None:
+                        return translator.error
                 translator.close()
                 return translator.error or transport_failure(
                     EOFError(), answered=True, stream=True
@@ -173,7 +174,7 @@ class AsyncDriver(DriverBase):
                     if out:
                         yield out
             except TRANSPORT_ERRORS as exc:
-                failure = transport_failure(exc, answered=True, stream=True)
+                failure = stream_interrupted(exc)
             failure = failure or stream.error
             if failure is not None and not stream.error_in_band:
                 yield error_chunk(failure)

@@ -22,7 +22,7 @@ from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
 from ..sse import encode_event
 
-__all__ = ["DriverBase", "Opened", "transport_failure"]
+__all__ = ["DriverBase", "Opened", "stream_interrupted", "transport_failure"]
 
 ERROR_BODY_LIMIT = 256 * 1024  # an upstream error body longer than this is cut when read
 DISCONNECTED = Delivered(None, Failure(FailureKind.CLIENT_DISCONNECTED, 499,
@@ -65,6 +65,16 @@ def transport_failure(exc: BaseException, *, answered: bool, stream: bool) -> Fa
                        "connect_error")
     kind = FailureKind.STREAM_BROKEN if stream else FailureKind.BAD_RESPONSE
     return Failure(kind, None, "The upstream connection broke mid-answer.", "upstream_broken")
+
+
+def stream_interrupted(exc: BaseException) -> Failure:
+    """Classify an exception raised while relaying a stream the client has begun to receive."""
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        reason = "the upstream went silent for longer than the read timeout"
+    else:
+        reason = "the upstream connection broke"
+    return Failure(FailureKind.STREAM_BROKEN, None, f"The stream was interrupted: {reason}.",
+                   "stream_interrupted")
 
 
 def error_chunk(failure: Failure) -> bytes:

@@ -24,6 +24,7 @@ from .base import (
     DriverBase,
     Opened,
     error_chunk,
+    stream_interrupted,
     transport_failure,
 )
 
@@ -116,14 +117,14 @@ class SyncDriver(DriverBase):
             first: list[bytes] = []
             for chunk in chunks:
                 out = translator.feed(chunk)
-                if translator.error is not None:
-                    return translator.error
                 if out:
                     first.append(out)
-                if translator.started:
+                if translator.started:  # content came first: an error after it is relayed
                     handed_over = True
                     return Opened(response, stream=translator, first=b"".join(first),
                                   chunks=chunks)
+                if translator.error is not None:
+                    return translator.error
                 if self.clock() > deadline:
                     raise TimeoutError
             translator.close()
@@ -153,7 +154,7 @@ class SyncDriver(DriverBase):
                     if out:
                         yield out
             except TRANSPORT_ERRORS as exc:
-                failure = transport_failure(exc, answered=True, stream=True)
+                failure = stream_interrupted(exc)
             failure = failure or stream.error
             if failure is not None and not stream.error_in_band:
                 yield error_chunk(failure)

@@ -54,7 +54,7 @@ class BadgrApp:
                              code="unknown_url")
             await _send_response(send, error_response(error, "-"))
             return
-        await serve(self.engine, scope, receive, send, path)
+        await serve(self.engine, scope, receive, send, path, self.prefix)
 
 
 class BadgrMiddleware:
@@ -72,9 +72,22 @@ class BadgrMiddleware:
         if scope["type"] == "http":
             path = subpath(_path(scope), self.prefix)
             if path is not None:
-                await serve(self.engine, scope, receive, send, path)
+                await serve(self.engine, scope, receive, send, path, self.prefix)
                 return
+        elif scope["type"] == "lifespan":
+            send = self._closing_on_shutdown(send)
         await self.app(scope, receive, send)
+
+    def _closing_on_shutdown(self, send: Send) -> Send:
+        """The app owns the lifespan; badgr only closes its upstream connections at the end."""
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.engine.aclose()
+                self.engine.close()
+            await send(message)
+
+        return send_wrapper
 
 
 def _path(scope: Scope) -> str:
@@ -86,8 +99,10 @@ def _path(scope: Scope) -> str:
     return path
 
 
-async def serve(engine: Engine, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-    """Serve one HTTP scope whose path (relative to the mount) is ``path``."""
+async def serve(
+    engine: Engine, scope: Scope, receive: Receive, send: Send, path: str, prefix: str = ""
+) -> None:
+    """Serve one HTTP scope whose path relative to the mount ``prefix`` is ``path``."""
     headers: dict[str, str] = {}
     for raw_name, raw_value in scope.get("headers", ()):
         name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
@@ -100,7 +115,7 @@ async def serve(engine: Engine, scope: Scope, receive: Receive, send: Send, path
             HttpRequest(scope["method"], path, headers))))
         return
     query = scope.get("query_string", b"").decode("latin-1")
-    request = HttpRequest(scope["method"], path, headers, body, query)
+    request = HttpRequest(scope["method"], path, headers, body, query, prefix=prefix)
     respond = asyncio.ensure_future(_respond(engine, request, send))
     disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:

@@ -58,7 +58,8 @@ class Endpoint:
                 raise ApiError(405, f"Method {method} is not allowed on /{path}; use GET.",
                                code="method_not_allowed", headers=[("allow", "GET")])
             return path
-        raise ApiError(404, f"Invalid URL ({method} {request.path})", code="unknown_url")
+        raise ApiError(404, f"Invalid URL ({method} {request.prefix}{request.path})",
+                       code="unknown_url")
 
     def authenticate(self, request: HttpRequest) -> Any:
         """The caller's principal (or an awaitable of it); raise 401 when there is none.

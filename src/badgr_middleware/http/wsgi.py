@@ -40,7 +40,7 @@ class BadgrWSGIApp:
             method = environ.get("REQUEST_METHOD", "GET")
             error = ApiError(404, f"Invalid URL ({method} {raw_path})", code="unknown_url")
             return _finish(start_response, error_response(error, "-"))
-        return serve(self.engine, environ, start_response, path)
+        return serve(self.engine, environ, start_response, path, self.prefix)
 
 
 class BadgrWSGIMiddleware:
@@ -58,7 +58,7 @@ class BadgrWSGIMiddleware:
         path = subpath(environ.get("PATH_INFO", "") or "/", self.prefix)
         if path is None:
             return self.app(environ, start_response)
-        return serve(self.engine, environ, start_response, path)
+        return serve(self.engine, environ, start_response, path, self.prefix)
 
 
 def headers_of(environ: Environ) -> dict[str, str]:
@@ -73,16 +73,17 @@ def headers_of(environ: Environ) -> dict[str, str]:
 
 
 def serve(
-    engine: Engine, environ: Environ, start_response: StartResponse, path: str
+    engine: Engine, environ: Environ, start_response: StartResponse, path: str, prefix: str = ""
 ) -> Iterable[bytes]:
-    """Serve one WSGI request whose path (relative to the mount) is ``path``."""
+    """Serve one WSGI request whose path relative to the mount ``prefix`` is ``path``."""
     headers = headers_of(environ)
     method = environ.get("REQUEST_METHOD", "GET")
     body = _read_body(environ, engine.config.max_body_bytes)
     if isinstance(body, ApiError):
         request_id = engine.endpoint.request_id(HttpRequest(method, path, headers))
         return _finish(start_response, error_response(body, request_id))
-    request = HttpRequest(method, path, headers, body, environ.get("QUERY_STRING", ""))
+    request = HttpRequest(method, path, headers, body, environ.get("QUERY_STRING", ""),
+                          prefix=environ.get("SCRIPT_NAME", "") + prefix)
     return _finish(start_response, engine.handle(request))
 
 

@@ -351,9 +351,12 @@ class Flow:
             FailureKind.CLIENT, FailureKind.CONTEXT_LENGTH
         ):
             failure = self.failures[-1][1]
+            code = failure.code
+            if failure.kind is FailureKind.CONTEXT_LENGTH:
+                code = code or failure.kind.value
             return ApiError(
                 failure.status or 400, failure.message or "The upstream rejected the request.",
-                param=failure.param, code=failure.code or failure.kind.value,
+                param=failure.param, code=code,
                 headers=[("x-should-retry", "false")],
             )
         earliest = self._earliest_retry(now)
