@@ -253,6 +253,14 @@ def test_models_lists_aliases(gateway) -> None:
             client.models.retrieve("no-such-model")
 
 
+def test_head_answers_headers_without_a_body(http) -> None:
+    get = http.get("/v1/models", headers=AUTH)
+    head = http.head("/v1/models", headers=AUTH)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == str(len(get.content)) != "0"
+
+
 def test_models_lists_declared_provider_models(make_gateway, config_for) -> None:
     config = config_for()
     config["providers"]["b"]["models"] = ["m-b", "m-b-large"]

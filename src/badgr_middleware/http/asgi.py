@@ -132,7 +132,7 @@ async def _respond(engine: Engine, request: HttpRequest, send: Send) -> None:
     response = await engine.handle_async(request)
     stream = response.stream
     if stream is None:
-        await _send_response(send, response)
+        await _send_response(send, response, head=request.method == "HEAD")
         return
     try:
         await send(_start(response))
@@ -180,10 +180,10 @@ def _start(response: HttpResponse) -> Message:
     }
 
 
-async def _send_response(send: Send, response: HttpResponse) -> None:
+async def _send_response(send: Send, response: HttpResponse, *, head: bool = False) -> None:
     response.headers.append(("content-length", str(len(response.body))))
     await send(_start(response))
-    await send({"type": "http.response.body", "body": response.body})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})
 
 
 async def _lifespan(engine: Engine, receive: Receive, send: Send) -> None:

@@ -38,7 +38,8 @@ class BadgrWSGIApp:
         path = subpath(raw_path, self.prefix)
         if path is None:
             method = environ.get("REQUEST_METHOD", "GET")
-            error = ApiError(404, f"Invalid URL ({method} {raw_path})", code="unknown_url")
+            url = environ.get("SCRIPT_NAME", "") + raw_path
+            error = ApiError(404, f"Invalid URL ({method} {url})", code="unknown_url")
             return _finish(start_response, error_response(error, "-"))
         return serve(self.engine, environ, start_response, path, self.prefix)
 
@@ -84,7 +85,7 @@ def serve(
         return _finish(start_response, error_response(body, request_id))
     request = HttpRequest(method, path, headers, body, environ.get("QUERY_STRING", ""),
                           prefix=environ.get("SCRIPT_NAME", "") + prefix)
-    return _finish(start_response, engine.handle(request))
+    return _finish(start_response, engine.handle(request), head=method == "HEAD")
 
 
 def _read_body(environ: Environ, limit: int) -> bytes | ApiError:
@@ -102,7 +103,9 @@ def _read_body(environ: Environ, limit: int) -> bytes | ApiError:
     return body_too_large(limit) if len(body) > limit else body
 
 
-def _finish(start_response: StartResponse, response: HttpResponse) -> Iterable[bytes]:
+def _finish(
+    start_response: StartResponse, response: HttpResponse, *, head: bool = False
+) -> Iterable[bytes]:
     try:
         phrase = HTTPStatus(response.status).phrase
     except ValueError:
@@ -111,7 +114,7 @@ def _finish(start_response: StartResponse, response: HttpResponse) -> Iterable[b
     if response.stream is None:
         headers.append(("content-length", str(len(response.body))))
         start_response(f"{response.status} {phrase}", headers)
-        return [response.body]
+        return [b""] if head else [response.body]
     start_response(f"{response.status} {phrase}", headers)
     return _StreamBody(response.body, response.stream)  # type: ignore[arg-type]
 
