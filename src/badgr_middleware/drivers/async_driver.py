@@ -18,17 +18,15 @@ import aiohttp
 
 from ..messages import HttpResponse
 from ..routing.flow import Attempt, Fail, FlowGenerator, Respond, Sleep
-from ..routing.outcomes import Delivered, Failure
+from ..routing.outcomes import Failure
 from ..routing.plan import RoutedRequest
 from .base import (
     DISCONNECTED,
     ERROR_BODY_LIMIT,
-    SSE_HEADERS,
     TRANSPORT_ERRORS,
     DriverBase,
     Opened,
-    error_chunk,
-    stream_interrupted,
+    Relay,
     transport_failure,
 )
 
@@ -90,15 +88,11 @@ class AsyncDriver(DriverBase):
                 await asyncio.sleep(action.seconds)
             elif isinstance(action, Respond):
                 assert opened is not None
-                if request.stream:
-                    headers = SSE_HEADERS + self.served_headers(request, action.target,
-                                                                action.attempts)
-                    relay = self._relay(opened, flow)
-                    await relay.__anext__()  # started: closing it now closes the upstream
-                    return HttpResponse(200, headers, opened.first, stream=relay)
-                response = self.success(request, action.target, action.attempts, opened)
-                self.finish(flow, Delivered(opened.usage))
-                return response
+                if not request.stream:
+                    return self.success(request, action, opened, flow)
+                relay = self._relay(opened, flow)
+                await relay.__anext__()  # started: closing it now closes the upstream
+                return self.streaming(request, action, opened, relay)
             elif isinstance(action, Fail):
                 flow.close()
                 return self.failure_response(request, action.error, action.attempts)
@@ -155,33 +149,23 @@ class AsyncDriver(DriverBase):
                 response.close()
 
     async def _relay(self, opened: Opened, flow: FlowGenerator) -> AsyncIterator[bytes]:
-        stream = opened.stream
-        assert stream is not None
+        assert opened.stream is not None
+        relay = Relay(opened.stream)
         outcome = DISCONNECTED
         try:
             yield b""
-            failure: Failure | None = None
             try:
-                while not stream.finished and stream.error is None:
-                    try:
-                        chunk = await opened.chunks.__anext__()
-                    except StopAsyncIteration:
-                        tail = stream.close()
-                        if tail:
-                            yield tail
-                        break
-                    out = stream.feed(chunk)
+                while not relay.done:
+                    out = relay.feed(await anext(opened.chunks, None))
                     if out:
                         yield out
             except TRANSPORT_ERRORS as exc:
-                failure = stream_interrupted(exc)
-            failure = failure or stream.error
-            if failure is not None and not stream.error_in_band:
-                yield error_chunk(failure)
-            outcome = Delivered(stream.usage, failure)
+                yield relay.broken(exc)
+            outcome = relay.outcome()
         finally:
             # close, not release: an unfinished upstream must see its connection go at once
             opened.response.close()
             self.finish(flow, outcome)
+
 
 

@@ -17,12 +17,12 @@ from ..errors import ApiError
 from ..health import HealthStore
 from ..messages import HttpResponse
 from ..providers.openai import OpenAICompatible, OpenAIStream
-from ..routing.flow import ClientDisconnected, Cooldown, Emit, Flow, FlowGenerator
+from ..routing.flow import ClientDisconnected, Cooldown, Emit, Flow, FlowGenerator, Respond
 from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
 from ..sse import encode_event
 
-__all__ = ["DriverBase", "Opened", "stream_interrupted", "transport_failure"]
+__all__ = ["DriverBase", "Opened", "Relay", "stream_interrupted", "transport_failure"]
 
 ERROR_BODY_LIMIT = 256 * 1024  # an upstream error body longer than this is cut when read
 DISCONNECTED = Delivered(None, Failure(FailureKind.CLIENT_DISCONNECTED, 499,
@@ -82,6 +82,46 @@ def error_chunk(failure: Failure) -> bytes:
     error = ApiError(502, failure.message or "The upstream stream failed.",
                      type="upstream_error", code=failure.code or failure.kind.value)
     return encode_event(error.body())
+
+
+class Relay:
+    """What the client gets as upstream chunks arrive after the first event. No I/O.
+
+    Feed it each upstream chunk, ``None`` at the end of the body, or the exception that broke
+    the connection; it answers with the bytes to send. A stream that breaks, or ends without
+    finishing, gets one error event at the end, unless the upstream already sent its own.
+    """
+
+    __slots__ = ("_stream", "_failure", "_ended")
+
+    def __init__(self, stream: OpenAIStream) -> None:
+        self._stream = stream
+        self._failure: Failure | None = None
+        self._ended = False
+
+    @property
+    def done(self) -> bool:
+        return self._ended or self._stream.finished or self._stream.error is not None
+
+    def feed(self, chunk: bytes | None) -> bytes:
+        if chunk is None:
+            self._ended = True
+            return self._stream.close() + self._error_event()
+        return self._stream.feed(chunk)
+
+    def broken(self, exc: BaseException) -> bytes:
+        self._ended = True
+        self._failure = stream_interrupted(exc)
+        return self._error_event()
+
+    def outcome(self) -> Delivered:
+        return Delivered(self._stream.usage, self._failure or self._stream.error)
+
+    def _error_event(self) -> bytes:
+        failure = self._failure or self._stream.error
+        if failure is None or (self._failure is None and self._stream.error_in_band):
+            return b""
+        return error_chunk(failure)
 
 
 class DriverBase:
@@ -157,10 +197,18 @@ class DriverBase:
             ("x-request-id", request.request_id),
         ]
 
-    def success(self, request: RoutedRequest, target: Target, attempts: int,
-                opened: Opened) -> HttpResponse:
-        headers = JSON_HEADERS + self.served_headers(request, target, attempts)
+    def success(self, request: RoutedRequest, respond: Respond, opened: Opened,
+                flow: FlowGenerator) -> HttpResponse:
+        """The response to a non-streaming request; the flow learns it is delivered."""
+        headers = JSON_HEADERS + self.served_headers(request, respond.target, respond.attempts)
+        self.finish(flow, Delivered(opened.usage))
         return HttpResponse(200, headers, opened.body)
+
+    def streaming(self, request: RoutedRequest, respond: Respond, opened: Opened,
+                  relay: Any) -> HttpResponse:
+        """The response to a streaming request: the first bytes, then the started relay."""
+        headers = SSE_HEADERS + self.served_headers(request, respond.target, respond.attempts)
+        return HttpResponse(200, headers, opened.first, stream=relay)
 
     @staticmethod
     def failure_response(request: RoutedRequest, error: ApiError, attempts: int) -> HttpResponse:

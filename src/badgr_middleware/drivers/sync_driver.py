@@ -14,17 +14,15 @@ import httpx
 
 from ..messages import HttpResponse
 from ..routing.flow import Attempt, Fail, FlowGenerator, Respond, Sleep
-from ..routing.outcomes import Delivered, Failure
+from ..routing.outcomes import Failure
 from ..routing.plan import RoutedRequest
 from .base import (
     DISCONNECTED,
     ERROR_BODY_LIMIT,
-    SSE_HEADERS,
     TRANSPORT_ERRORS,
     DriverBase,
     Opened,
-    error_chunk,
-    stream_interrupted,
+    Relay,
     transport_failure,
 )
 
@@ -74,15 +72,11 @@ class SyncDriver(DriverBase):
                 time.sleep(action.seconds)
             elif isinstance(action, Respond):
                 assert opened is not None
-                if request.stream:
-                    headers = SSE_HEADERS + self.served_headers(request, action.target,
-                                                                action.attempts)
-                    relay = self._relay(opened, flow)
-                    next(relay)  # started: closing it now closes the upstream
-                    return HttpResponse(200, headers, opened.first, stream=relay)
-                response = self.success(request, action.target, action.attempts, opened)
-                self.finish(flow, Delivered(opened.usage))
-                return response
+                if not request.stream:
+                    return self.success(request, action, opened, flow)
+                relay = self._relay(opened, flow)
+                next(relay)  # started: closing it now closes the upstream
+                return self.streaming(request, action, opened, relay)
             elif isinstance(action, Fail):
                 flow.close()
                 return self.failure_response(request, action.error, action.attempts)
@@ -136,32 +130,23 @@ class SyncDriver(DriverBase):
                 response.close()
 
     def _relay(self, opened: Opened, flow: FlowGenerator) -> Iterator[bytes]:
-        stream = opened.stream
-        assert stream is not None
+        assert opened.stream is not None
+        relay = Relay(opened.stream)
         outcome = DISCONNECTED
         try:
             yield b""
-            failure: Failure | None = None
             try:
-                while not stream.finished and stream.error is None:
-                    chunk = next(opened.chunks, None)
-                    if chunk is None:
-                        tail = stream.close()
-                        if tail:
-                            yield tail
-                        break
-                    out = stream.feed(chunk)
+                while not relay.done:
+                    out = relay.feed(next(opened.chunks, None))
                     if out:
                         yield out
             except TRANSPORT_ERRORS as exc:
-                failure = stream_interrupted(exc)
-            failure = failure or stream.error
-            if failure is not None and not stream.error_in_band:
-                yield error_chunk(failure)
-            outcome = Delivered(stream.usage, failure)
+                yield relay.broken(exc)
+            outcome = relay.outcome()
         finally:
             opened.response.close()
             self.finish(flow, outcome)
+
 
 
 def _read_capped(response: httpx.Response) -> bytes:
