@@ -109,14 +109,21 @@ def _status(url: str, key: str | None, out: TextIO) -> int:
     except (urllib.error.URLError, OSError, ValueError) as error:
         print(f"Could not read {url}/status: {error}", file=out)
         return 1
-    print(f"{'provider':<14} {'state':<14} {'reason':<18} retry in", file=out)
+    print(f"{'provider / model':<32} {'state':<13} {'reason':<16} {'retry in':<9} ttfb p50",
+          file=out)
     for name, info in snapshot.get("providers", {}).items():
-        retry = f"{info['retry_in']:.0f}s" if info.get("retry_in") else "-"
-        print(f"{name:<14} {info['state']:<14} {info.get('reason') or '-':<18} {retry}", file=out)
+        print(_status_row(name, info), file=out)
         for model, target in info.get("targets", {}).items():
-            print(f"  {model:<12} {'cooling_down':<14} {target['reason']:<18} "
-                  f"{target['retry_in']:.0f}s", file=out)
+            print(_status_row(f"  {model}", target), file=out)
     return 0
+
+
+def _status_row(name: str, info: dict[str, Any]) -> str:
+    retry = f"{info['retry_in']:.0f}s" if info.get("retry_in") else "-"
+    latency = info.get("latency") or {}
+    ttfb = f"{latency['ttfb'] * 1000:.0f} ms" if latency.get("ttfb") is not None else "-"
+    return (f"{name:<32} {info.get('state', '?'):<13} {info.get('reason') or '-':<16} "
+            f"{retry:<9} {ttfb}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,7 @@ from .config import Config, load_config
 from .drivers.async_driver import AsyncDriver
 from .drivers.sync_driver import SyncDriver
 from .errors import ApiError
-from .health import HealthStore, MemoryHealthStore
+from .health import HealthStore, KeyHealth, MemoryHealthStore
 from .http.endpoint import Endpoint, error_response
 from .messages import HttpRequest, HttpResponse
 from .providers.openai import OpenAICompatible
@@ -48,7 +48,7 @@ class Engine:
         rng: random.Random | None = None,
     ) -> None:
         self.config = load_config(config)
-        self.store: HealthStore = store or MemoryHealthStore()
+        self.store: HealthStore = store or _store_for(self.config, self)
         self.sender = self if sender is None else sender
         self.endpoint = Endpoint(self.config)
         self.wires = {
@@ -106,23 +106,19 @@ class Engine:
         return None
 
     def status(self) -> dict[str, Any]:
-        """A snapshot of provider health: which providers and targets are cooling down."""
+        """A snapshot of health: cooldowns and breaker states of providers and targets."""
         now = self.clock()
-        out = self.store.unavailable(now)
+        keys = list(self.config.providers)
+        for alias in self.config.models.values():
+            keys += [f"{t.provider}/{t.model}" for t in alias.targets]
+        snapshot = self.store.snapshot(keys, now)
         providers: dict[str, Any] = {}
         for name, provider in self.config.providers.items():
-            entry = out.get(name)
-            providers[name] = {
-                "kind": provider.kind,
-                "state": "cooling_down" if entry else "available",
-                "reason": entry.kind.value if entry else None,
-                "retry_in": round(entry.until - now, 3) if entry else None,
-                "targets": {
-                    key.partition("/")[2]: {"reason": u.kind.value,
-                                            "retry_in": round(u.until - now, 3)}
-                    for key, u in out.items()
-                    if key.partition("/")[0] == name and "/" in key
-                },
+            providers[name] = {"kind": provider.kind, **_health_entry(snapshot.get(name), now)}
+            providers[name]["targets"] = {
+                key.partition("/")[2]: _health_entry(health, now)
+                for key, health in snapshot.items()
+                if key.partition("/")[0] == name and "/" in key
             }
         return {"object": "badgr.status", "providers": providers}
 
@@ -133,6 +129,40 @@ class Engine:
     async def aclose(self) -> None:
         """Close the async connection pools of the running event loop."""
         await self.async_driver.aclose()
+
+
+def _store_for(config: Config, sender: object) -> HealthStore:
+    if config.state.backend == "redis":
+        from .health.redis import RedisHealthStore
+
+        assert config.state.url is not None  # validated by the config
+        return RedisHealthStore(
+            config.state.url.reveal(), policy=config.breaker, timeout=config.state.timeout,
+            retry_interval=config.state.retry_interval, key_prefix=config.state.key_prefix,
+            sender=sender,
+        )
+    return MemoryHealthStore(config.breaker)
+
+
+def _health_entry(health: KeyHealth | None, now: float) -> dict[str, Any]:
+    """One key's health as JSON: ``state`` is available, cooling_down, open or half_open."""
+    if health is None:
+        return {"state": "available", "reason": None, "retry_in": None, "latency": None}
+    state, reason, retry_in = "available", None, None
+    if health.cooldown_until is not None and health.cooldown_until > now:
+        state, reason = "cooling_down", health.cooldown_kind
+        retry_in = round(health.cooldown_until - now, 3)
+    elif health.breaker != "closed":
+        state, reason = health.breaker, "circuit"
+        if health.open_until is not None and health.open_until > now:
+            retry_in = round(health.open_until - now, 3)
+    latency = None
+    if health.latency is not None and health.latency.samples:
+        latency = {"ttfb": round(health.latency.ttfb, 4),
+                   "ttfb_p95": round(health.latency.ttfb_p95, 4),
+                   "total": round(health.latency.total, 4),
+                   "samples": health.latency.samples}
+    return {"state": state, "reason": reason, "retry_in": retry_in, "latency": latency}
 
 
 def _internal_error(request_id: str) -> HttpResponse:

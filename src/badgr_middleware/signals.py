@@ -24,6 +24,7 @@ __all__ = [
     "RequestFinished",
     "RequestStarted",
     "RetryScheduled",
+    "StoreChanged",
     "attempt_failed",
     "circuit_closed",
     "circuit_half_opened",
@@ -34,6 +35,8 @@ __all__ = [
     "request_finished",
     "request_started",
     "retry_scheduled",
+    "store_degraded",
+    "store_recovered",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +52,10 @@ circuit_half_opened = _signals.signal("circuit_half_opened", doc="A breaker admi
 circuit_closed = _signals.signal("circuit_closed", doc="A circuit breaker closed again.")
 request_finished = _signals.signal("request_finished", doc="A request was served.")
 request_failed = _signals.signal("request_failed", doc="A request ended in an error.")
+store_degraded = _signals.signal(
+    "store_degraded", doc="The shared health store is unreachable; local state is used."
+)
+store_recovered = _signals.signal("store_recovered", doc="The shared health store is back.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,15 @@ class CircuitChanged:
     state: str
     reason: str
     until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreChanged:
+    """The shared store went away (``state="degraded"``) or came back (``"recovered"``)."""
+
+    backend: str
+    state: str
+    error: str | None = None  # the error's class name, never its message (it may hold a URL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,17 +345,21 @@ def test_status_shows_the_provider_cooling_down(
     code, output = run_main("status", "--url", gateway_with_cooldown, "--key", CLIENT_KEY)
     assert code == 0, output
     lines = output.splitlines()
-    assert lines[0].split() == ["provider", "state", "reason", "retry", "in"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
-    assert list(rows) == ["credits", "limited", "sim-large", "backup"]
-    assert rows["credits"][:2] == ["cooling_down", "quota_exhausted"]
-    assert re.fullmatch(r"\d+s", rows["credits"][2])
-    assert rows["backup"] == ["available", "-", "-"]
+    assert lines[0].split() == ["provider", "/", "model", "state", "reason", "retry", "in",
+                                "ttfb", "p50"]
+    rows = [line.split() for line in lines[1:]]
+    assert [row[0] for row in rows] == ["credits", "limited", "sim-large", "backup", "sim-small"]
+    by_name = {row[0]: row[1:] for row in rows}
+    assert by_name["credits"][:2] == ["cooling_down", "quota_exhausted"]
+    assert re.fullmatch(r"\d+s", by_name["credits"][2])
+    assert by_name["backup"][:3] == ["available", "-", "-"]
     # a 429 puts one model of the provider on cooldown, not the provider
-    assert rows["limited"] == ["available", "-", "-"]
-    assert rows["sim-large"][:2] == ["cooling_down", "rate_limited"]
-    assert 28 <= int(rows["sim-large"][2].removesuffix("s")) <= 30
+    assert by_name["limited"][:3] == ["available", "-", "-"]
+    assert by_name["sim-large"][:2] == ["cooling_down", "rate_limited"]
+    assert 28 <= int(by_name["sim-large"][2].removesuffix("s")) <= 30
     assert lines[3].startswith("  sim-large ")  # indented under its provider
+    # the model that served both requests shows its observed time to first byte
+    assert by_name["sim-small"][0] == "available" and by_name["sim-small"][-1] == "ms"
 
 
 def test_status_reads_the_key_from_the_environment(

@@ -19,11 +19,13 @@ from typing import Any
 from badgr_middleware import signals
 from badgr_middleware.config import Cooldowns, RetryPolicy
 from badgr_middleware.routing.flow import (
+    Admit,
     Attempt,
     Cooldown,
     Emit,
     Fail,
     Flow,
+    Record,
     Respond,
     Sleep,
     Unavailable,
@@ -175,6 +177,10 @@ def render(action: object) -> str:
         return f"respond {action.target.key}"
     if isinstance(action, Fail):
         return f"fail {action.error.status} {action.error.code}"
+    if isinstance(action, Record):
+        return f"record {','.join(action.keys)} {'ok' if action.ok else 'failed'}"
+    if isinstance(action, Admit):
+        return f"admit {action.key}"
     raise AssertionError(f"not an action: {action!r}")
 
 
@@ -189,6 +195,11 @@ class Run:
 
     @property
     def log(self) -> list[str]:
+        """The actions without breaker bookkeeping (``Record``/``Admit``): see ``full_log``."""
+        return [render(a) for a in self.actions if not isinstance(a, Record | Admit)]
+
+    @property
+    def full_log(self) -> list[str]:
         return [render(a) for a in self.actions]
 
     def of(self, kind: type) -> list[Any]:
@@ -217,6 +228,7 @@ def drive(
     *,
     delivered: Delivered | None = None,
     strict: bool = True,
+    admit: Mapping[str, bool] | None = None,
 ) -> Run:
     """Run ``flow`` to its end, answering each ``Attempt`` with the next scripted outcome.
 
@@ -248,6 +260,8 @@ def drive(
             reply = step.outcome
         elif isinstance(action, Respond):
             reply = delivered if delivered is not None else Delivered({"total_tokens": 3})
+        elif isinstance(action, Admit):
+            reply = (admit or {}).get(action.key, True)
         elif isinstance(action, Fail):
             done = True
     if done:  # nothing may follow a Fail
@@ -279,4 +293,4 @@ def _check_invariants(run: Run) -> None:
     else:
         assert terminal[0] == len(actions) - 1
     numbers = [a.number for a in run.of(Attempt)]
-    assert numbers == list(range(1, len(numbers) + 1))
+    assert numbers == sorted(set(numbers)) and (not numbers or numbers[0] == 1)

@@ -10,16 +10,29 @@ cross loops), reused by every request on that loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
 from ..messages import HttpResponse
-from ..routing.flow import Attempt, Fail, FlowGenerator, Respond, Sleep
-from ..routing.outcomes import Failure
-from ..routing.plan import RoutedRequest
+from ..routing.flow import (
+    Admit,
+    Attempt,
+    ClientDisconnected,
+    Cooldown,
+    Emit,
+    Fail,
+    FlowGenerator,
+    Hedged,
+    Record,
+    Respond,
+    Sleep,
+)
+from ..routing.outcomes import Delivered, Failure
+from ..routing.plan import RoutedRequest, Target
 from .base import (
     DISCONNECTED,
     ERROR_BODY_LIMIT,
@@ -65,31 +78,34 @@ class AsyncDriver(DriverBase):
             await session.close()
 
     async def execute(self, request: RoutedRequest) -> HttpResponse:
-        flow = self.flow(request)
+        snapshot = await self.store.asnapshot(self.health_keys(request), self.clock())
+        flow = self.flow(request, snapshot)
         try:
             return await self._execute(request, flow)
         except asyncio.CancelledError:
             if flow.gi_frame is not None:  # not yet finished: the response never began
-                self.abandon(flow)
+                await self.abandon(flow)
             raise
 
     async def _execute(self, request: RoutedRequest, flow: FlowGenerator) -> HttpResponse:
         action = next(flow)
         opened: Opened | None = None
         while True:
-            result: Failure | None = None
+            result: Any = None
             if isinstance(action, Attempt):
-                outcome = await self._attempt(request, action)
-                if isinstance(outcome, Failure):
-                    result = outcome
+                if action.hedge is None:
+                    outcome = await self._attempt(request, action.target, action.time_left)
+                    result, opened = _split(outcome)
                 else:
-                    opened = outcome
+                    result, opened = await self._hedged(request, action)
             elif isinstance(action, Sleep):
                 await asyncio.sleep(action.seconds)
             elif isinstance(action, Respond):
                 assert opened is not None
                 if not request.stream:
-                    return self.success(request, action, opened, flow)
+                    response = self.success(request, action, opened)
+                    await self.finish(flow, Delivered(opened.usage))
+                    return response
                 relay = self._relay(opened, flow)
                 await relay.__anext__()  # started: closing it now closes the upstream
                 return self.streaming(request, action, opened, relay)
@@ -97,56 +113,132 @@ class AsyncDriver(DriverBase):
                 flow.close()
                 return self.failure_response(request, action.error, action.attempts)
             else:
-                self.apply(action)
+                result = await self.step(action)
             action = flow.send(result)
 
-    async def _attempt(self, request: RoutedRequest, action: Attempt) -> Failure | Opened:
-        target = action.target
+    async def step(self, action: object) -> Any:
+        """Carry out a signal or health-store action; return what the flow expects back."""
+        if isinstance(action, Emit):
+            self.emit(action)
+        elif isinstance(action, Cooldown):
+            await self.store.acooldown(action.key, action.until, action.kind.value)
+        elif isinstance(action, Record):
+            self.circuit_changed(await self.store.arecord(
+                action.keys, action.ok, self.clock(), action.ttfb, action.total
+            ))
+        elif isinstance(action, Admit):
+            admitted, changes = await self.store.aadmit(action.key, self.clock())
+            self.circuit_changed(changes)
+            return admitted
+        else:  # pragma: no cover - a flow bug, never a client's
+            raise RuntimeError(f"unexpected flow action {action!r}")
+        return None
+
+    async def finish(self, flow: FlowGenerator, delivered: Delivered) -> None:
+        """Tell the flow the response is out, and run what it does last."""
+        await self._drain(flow, lambda: flow.send(delivered))
+
+    async def abandon(self, flow: FlowGenerator) -> None:
+        """The client left before the response began: let the flow report it and end."""
+        await self._drain(flow, lambda: flow.throw(ClientDisconnected()))
+
+    async def _drain(self, flow: FlowGenerator, first: Callable[[], object]) -> None:
+        with contextlib.suppress(StopIteration):
+            action = first()
+            while True:
+                action = flow.send(await self.step(action))
+
+    async def _hedged(
+        self, request: RoutedRequest, action: Attempt
+    ) -> tuple[Failure | Hedged | None, Opened | None]:
+        """Race ``action.target`` against ``action.hedge``, started ``hedge_after`` later.
+
+        The first to answer well wins; the other is cancelled at once, which closes its
+        connection so the upstream stops generating.
+        """
+        assert action.hedge is not None and action.hedge_after is not None
+        first = asyncio.ensure_future(self._attempt(request, action.target, action.time_left))
+        done, _ = await asyncio.wait({first}, timeout=action.hedge_after)
+        if first in done:
+            return _split(first.result())
+        second = asyncio.ensure_future(
+            self._attempt(request, action.hedge, action.time_left - action.hedge_after)
+        )
+        racing = {first: action.target, second: action.hedge}
+        failures: list[tuple[Target, Failure]] = []
+        pending = set(racing)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                winners = []
+                for task in done:
+                    outcome = task.result()
+                    if isinstance(outcome, Failure):
+                        failures.append((racing[task], outcome))
+                    else:
+                        winners.append((racing[task], outcome))
+                if winners:
+                    for _, extra in winners[1:]:  # both answered in the same instant
+                        extra.response.close()
+                    return Hedged(winners[0][0], tuple(failures)), winners[0][1]
+            return Hedged(None, tuple(failures)), None
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _attempt(
+        self, request: RoutedRequest, target: Target, time_left: float
+    ) -> Failure | Opened:
         wire = self.wires[target.provider]
         upstream = wire.build_request(request, target)
         t = self.config.timeouts
         timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=min(t.connect, action.time_left),
-            sock_read=min(t.read, action.time_left),
+            total=None, sock_connect=min(t.connect, time_left), sock_read=min(t.read, time_left),
         )
         response: aiohttp.ClientResponse | None = None
         handed_over = False
         try:
-            async with asyncio.timeout(action.time_left):
-                response = await self.session(target.provider).request(
-                    upstream.method, upstream.url, data=upstream.content,
-                    headers=upstream.headers, timeout=timeout, allow_redirects=False,
-                )
-                if not 200 <= response.status < 300:
-                    body = await response.content.read(ERROR_BODY_LIMIT)
-                    return wire.classify_error(response.status, response.headers, body,
-                                               self.clock())
-                if not request.stream:
-                    body = await response.read()
-                    failure, usage = wire.check_body(request.route, body)
-                    return failure or Opened(response, body=body, usage=usage)
-                translator = wire.stream()
-                chunks = response.content.iter_any().__aiter__()
-                first: list[bytes] = []
-                async for chunk in chunks:
-                    out = translator.feed(chunk)
-                    if out:
-                        first.append(out)
-                    if translator.started:  # content came first: an error after it is relayed
-                        handed_over = True
-                        return Opened(response, stream=translator, first=b"".join(first),
-                                      chunks=chunks)
-                    if translator.error is not None:
-                        return translator.error
-                translator.close()
-                return translator.error or transport_failure(
-                    EOFError(), answered=True, stream=True
-                )
+            async with asyncio.timeout(time_left):
+                async with asyncio.timeout(min(t.first_byte, time_left)):
+                    response = await self.session(target.provider).request(
+                        upstream.method, upstream.url, data=upstream.content,
+                        headers=upstream.headers, timeout=timeout, allow_redirects=False,
+                    )
+                    if not 200 <= response.status < 300:
+                        body = await response.content.read(ERROR_BODY_LIMIT)
+                        return wire.classify_error(response.status, response.headers, body,
+                                                   self.clock())
+                    if request.stream:
+                        opened = await self._first_event(wire, response)
+                        handed_over = isinstance(opened, Opened)
+                        return opened
+                body = await response.read()
+                failure, usage = wire.check_body(request.route, body)
+                return failure or Opened(response, body=body, usage=usage)
         except TRANSPORT_ERRORS as exc:
             return transport_failure(exc, answered=response is not None, stream=request.stream)
         finally:
             if response is not None and not handed_over:
                 response.close()
+
+    @staticmethod
+    async def _first_event(wire: Any, response: aiohttp.ClientResponse) -> Failure | Opened:
+        """Read a stream until its first event: content means go, an error means fail over."""
+        translator = wire.stream()
+        chunks = response.content.iter_any().__aiter__()
+        first: list[bytes] = []
+        async for chunk in chunks:
+            out = translator.feed(chunk)
+            if out:
+                first.append(out)
+            if translator.started:  # content came first: an error after it is relayed
+                return Opened(response, stream=translator, first=b"".join(first), chunks=chunks)
+            if translator.error is not None:
+                return translator.error
+        translator.close()
+        return translator.error or transport_failure(EOFError(), answered=True, stream=True)
 
     async def _relay(self, opened: Opened, flow: FlowGenerator) -> AsyncIterator[bytes]:
         assert opened.stream is not None
@@ -165,7 +257,8 @@ class AsyncDriver(DriverBase):
         finally:
             # close, not release: an unfinished upstream must see its connection go at once
             opened.response.close()
-            self.finish(flow, outcome)
+            await self.finish(flow, outcome)
 
 
-
+def _split(outcome: Failure | Opened) -> tuple[Failure | None, Opened | None]:
+    return (outcome, None) if isinstance(outcome, Failure) else (None, outcome)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -14,12 +13,13 @@ import httpx
 
 from .. import signals
 from ..errors import ApiError
-from ..health import HealthStore
+from ..health import HealthStore, KeyHealth, LatencyStats
 from ..messages import HttpResponse
 from ..providers.openai import OpenAICompatible, OpenAIStream
-from ..routing.flow import ClientDisconnected, Cooldown, Emit, Flow, FlowGenerator, Respond
+from ..routing.flow import Emit, Flow, FlowGenerator, Respond, Unavailable
 from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
+from ..signals import CircuitChanged
 from ..sse import encode_event
 
 __all__ = ["DriverBase", "Opened", "Relay", "stream_interrupted", "transport_failure"]
@@ -49,6 +49,38 @@ class Opened:
     stream: OpenAIStream | None = None
     first: bytes = b""
     chunks: Any = None  # the upstream byte iterator, already started
+
+
+_CIRCUIT_SIGNALS = {
+    "open": signals.circuit_opened,
+    "half_open": signals.circuit_half_opened,
+    "closed": signals.circuit_closed,
+}
+
+
+def split_snapshot(
+    snapshot: Mapping[str, KeyHealth], now: float
+) -> tuple[dict[str, Unavailable], frozenset[str], dict[str, LatencyStats]]:
+    """What the flow needs from a health snapshot: who is out until when, which breakers
+    need a probe admitted first, and latency statistics."""
+    unavailable: dict[str, Unavailable] = {}
+    half_open: set[str] = set()
+    latency: dict[str, LatencyStats] = {}
+    for key, health in snapshot.items():
+        if health.cooldown_until is not None and health.cooldown_until > now:
+            unavailable[key] = Unavailable(health.cooldown_until,
+                                           FailureKind(health.cooldown_kind))
+        if health.breaker == "open" and health.open_until is not None and (
+            health.open_until > now
+        ):
+            current = unavailable.get(key)
+            if current is None or current.until < health.open_until:
+                unavailable[key] = Unavailable(health.open_until, FailureKind.CIRCUIT_OPEN)
+        elif health.breaker != "closed":
+            half_open.add(key)
+        if health.latency is not None:
+            latency[key] = health.latency
+    return unavailable, frozenset(half_open), latency
 
 
 def transport_failure(exc: BaseException, *, answered: bool, stream: bool) -> Failure:
@@ -125,7 +157,7 @@ class Relay:
 
 
 class DriverBase:
-    """Routing glue around a flow: signals, health, response headers."""
+    """Routing glue around a flow: health snapshots, signals, response headers."""
 
     def __init__(
         self,
@@ -144,47 +176,36 @@ class DriverBase:
         self.clock = clock
         self.rng = rng or random.Random()
 
-    def flow(self, request: RoutedRequest) -> FlowGenerator:
+    @staticmethod
+    def health_keys(request: RoutedRequest) -> list[str]:
+        """Every key whose health the request's plan depends on: targets and providers."""
+        keys: dict[str, None] = {}
+        for target in request.plan.targets:
+            keys[target.key] = None
+            keys[target.provider] = None
+        return list(keys)
+
+    def flow(self, request: RoutedRequest, snapshot: Mapping[str, KeyHealth]) -> FlowGenerator:
         cfg = self.config
+        unavailable, half_open, latency = split_snapshot(snapshot, self.clock())
         return Flow(
             request,
             retry=cfg.retry,
             cooldowns=cfg.cooldowns,
             budget=cfg.timeouts.deadline,
-            unavailable=self.store.unavailable(self.clock()),
+            unavailable=unavailable,
+            half_open=half_open,
+            latency=latency,
             clock=self.clock,
             rng=self.rng,
         ).run()
 
-    def timeout(self, time_left: float) -> httpx.Timeout:
-        t = self.config.timeouts
-        read = min(t.read, time_left)
-        connect = min(t.connect, time_left)
-        return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+    def emit(self, action: Emit) -> None:
+        signals.emit(action.signal, self._sender(), action.event)
 
-    def apply(self, action: object) -> None:
-        """Carry out the actions that need no waiting: signals and cooldowns."""
-        if isinstance(action, Emit):
-            signals.emit(action.signal, self._sender(), action.event)
-        elif isinstance(action, Cooldown):
-            self.store.cooldown(action.key, action.until, action.kind)
-        else:  # pragma: no cover - a flow bug, never a client's
-            raise RuntimeError(f"unexpected flow action {action!r}")
-
-    def finish(self, flow: FlowGenerator, delivered: Delivered) -> None:
-        """Tell the flow the response is out, and run what it does last."""
-        with contextlib.suppress(StopIteration):
-            self._drain(flow, flow.send(delivered))
-
-    def abandon(self, flow: FlowGenerator) -> None:
-        """The client left before the response began: let the flow report it and end."""
-        with contextlib.suppress(StopIteration):
-            self._drain(flow, flow.throw(ClientDisconnected()))
-
-    def _drain(self, flow: FlowGenerator, action: object) -> None:
-        while True:
-            self.apply(action)
-            action = flow.send(None)
+    def circuit_changed(self, changes: list[CircuitChanged]) -> None:
+        for change in changes:
+            signals.emit(_CIRCUIT_SIGNALS[change.state], self._sender(), change)
 
     @staticmethod
     def served_headers(
@@ -197,11 +218,9 @@ class DriverBase:
             ("x-request-id", request.request_id),
         ]
 
-    def success(self, request: RoutedRequest, respond: Respond, opened: Opened,
-                flow: FlowGenerator) -> HttpResponse:
-        """The response to a non-streaming request; the flow learns it is delivered."""
+    def success(self, request: RoutedRequest, respond: Respond, opened: Opened) -> HttpResponse:
+        """The response to a non-streaming request."""
         headers = JSON_HEADERS + self.served_headers(request, respond.target, respond.attempts)
-        self.finish(flow, Delivered(opened.usage))
         return HttpResponse(200, headers, opened.body)
 
     def streaming(self, request: RoutedRequest, respond: Respond, opened: Opened,

@@ -1,21 +1,36 @@
 """The sync driver: runs a flow with ``httpx.Client``, for WSGI servers and threads.
 
 One client per provider per process, shared by every thread (``httpx.Client`` is thread-safe).
+It does not hedge: an attempt with a hedge is sent to its first target only.
+Timeouts: a socket read may wait ``min(first_byte, read)`` seconds (httpx cannot change the
+read timeout mid-response), and the first-byte limit is also checked between chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
 from ..messages import HttpResponse
-from ..routing.flow import Attempt, Fail, FlowGenerator, Respond, Sleep
-from ..routing.outcomes import Failure
-from ..routing.plan import RoutedRequest
+from ..routing.flow import (
+    Admit,
+    Attempt,
+    ClientDisconnected,
+    Cooldown,
+    Emit,
+    Fail,
+    FlowGenerator,
+    Record,
+    Respond,
+    Sleep,
+)
+from ..routing.outcomes import Delivered, Failure
+from ..routing.plan import RoutedRequest, Target
 from .base import (
     DISCONNECTED,
     ERROR_BODY_LIMIT,
@@ -57,13 +72,14 @@ class SyncDriver(DriverBase):
             client.close()
 
     def execute(self, request: RoutedRequest) -> HttpResponse:
-        flow = self.flow(request)
+        snapshot = self.store.snapshot(self.health_keys(request), self.clock())
+        flow = self.flow(request, snapshot)
         action = next(flow)
         opened: Opened | None = None
         while True:
-            result: Failure | None = None
+            result: Any = None
             if isinstance(action, Attempt):
-                outcome = self._attempt(request, action)
+                outcome = self._attempt(request, action.target, action.time_left)
                 if isinstance(outcome, Failure):
                     result = outcome
                 else:
@@ -73,7 +89,9 @@ class SyncDriver(DriverBase):
             elif isinstance(action, Respond):
                 assert opened is not None
                 if not request.stream:
-                    return self.success(request, action, opened, flow)
+                    response = self.success(request, action, opened)
+                    self.finish(flow, Delivered(opened.usage))
+                    return response
                 relay = self._relay(opened, flow)
                 next(relay)  # started: closing it now closes the upstream
                 return self.streaming(request, action, opened, relay)
@@ -81,18 +99,54 @@ class SyncDriver(DriverBase):
                 flow.close()
                 return self.failure_response(request, action.error, action.attempts)
             else:
-                self.apply(action)
+                result = self.step(action)
             action = flow.send(result)
 
-    def _attempt(self, request: RoutedRequest, action: Attempt) -> Failure | Opened:
-        target = action.target
+    def step(self, action: object) -> Any:
+        """Carry out a signal or health-store action; return what the flow expects back."""
+        if isinstance(action, Emit):
+            self.emit(action)
+        elif isinstance(action, Cooldown):
+            self.store.cooldown(action.key, action.until, action.kind.value)
+        elif isinstance(action, Record):
+            self.circuit_changed(self.store.record(
+                action.keys, action.ok, self.clock(), action.ttfb, action.total
+            ))
+        elif isinstance(action, Admit):
+            admitted, changes = self.store.admit(action.key, self.clock())
+            self.circuit_changed(changes)
+            return admitted
+        else:  # pragma: no cover - a flow bug, never a client's
+            raise RuntimeError(f"unexpected flow action {action!r}")
+        return None
+
+    def finish(self, flow: FlowGenerator, delivered: Delivered) -> None:
+        """Tell the flow the response is out, and run what it does last."""
+        self._drain(flow, lambda: flow.send(delivered))
+
+    def abandon(self, flow: FlowGenerator) -> None:
+        """The client left before the response began: let the flow report it and end."""
+        self._drain(flow, lambda: flow.throw(ClientDisconnected()))
+
+    def _drain(self, flow: FlowGenerator, first: Callable[[], object]) -> None:
+        with contextlib.suppress(StopIteration):
+            action = first()
+            while True:
+                action = flow.send(self.step(action))
+
+    def _attempt(
+        self, request: RoutedRequest, target: Target, time_left: float
+    ) -> Failure | Opened:
         wire = self.wires[target.provider]
         upstream = wire.build_request(request, target)
         client = self.client(target.provider)
-        deadline = self.clock() + action.time_left
+        t = self.config.timeouts
+        first_byte_by = self.clock() + min(t.first_byte, time_left)
+        read = min(t.read, t.first_byte, time_left)
+        connect = min(t.connect, time_left)
         http_request = client.build_request(
             upstream.method, upstream.url, headers=upstream.headers, content=upstream.content,
-            timeout=self.timeout(action.time_left),
+            timeout=httpx.Timeout(connect=connect, read=read, write=read, pool=connect),
         )
         response: httpx.Response | None = None
         handed_over = False
@@ -119,7 +173,7 @@ class SyncDriver(DriverBase):
                                   chunks=chunks)
                 if translator.error is not None:
                     return translator.error
-                if self.clock() > deadline:
+                if self.clock() > first_byte_by:
                     raise TimeoutError
             translator.close()
             return translator.error or transport_failure(EOFError(), answered=True, stream=True)
@@ -146,7 +200,6 @@ class SyncDriver(DriverBase):
         finally:
             opened.response.close()
             self.finish(flow, outcome)
-
 
 
 def _read_capped(response: httpx.Response) -> bytes:

@@ -113,7 +113,12 @@ class Endpoint:
         _validate(route, body)
         plan = resolve_plan(body, self.config)
         model = body.get("model") or body["models"][0]
-        return RoutedRequest(route, body, plan, request_id, bool(body.get("stream")), model)
+        hedge_after = plan.hedge_after
+        header = request.headers.get("x-badgr-hedge-after")
+        if header is not None:
+            hedge_after = _hedge_setting(header)
+        return RoutedRequest(route, body, plan, request_id, bool(body.get("stream")), model,
+                             hedge_after)
 
     def models(self, route: str) -> HttpResponse:
         """``GET /models``: the aliases and every model a provider declares."""
@@ -142,6 +147,23 @@ def body_too_large(limit: int) -> ApiError:
 def error_response(error: ApiError, request_id: str) -> HttpResponse:
     headers = [*_JSON, ("x-request-id", request_id), *error.headers]
     return HttpResponse(error.status, headers, error.body())
+
+
+def _hedge_setting(value: str) -> float | str | None:
+    """``x-badgr-hedge-after``: seconds, ``p95``, or ``off``."""
+    value = value.strip().lower()
+    if value == "off":
+        return None
+    if value == "p95":
+        return "p95"
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 3600:
+        raise ApiError(400, "x-badgr-hedge-after must be a number of seconds, 'p95' or 'off'.",
+                       param="x-badgr-hedge-after", code="invalid_value")
+    return seconds
 
 
 def _dumps(data: Any) -> bytes:

@@ -17,8 +17,12 @@ action                                      what the driver sends back
 ``Emit(signal, event)``                     ``None`` after sending the signal
 ``Cooldown(key, until, kind)``              ``None`` after recording it in the health store
 ``Sleep(seconds)``                          ``None`` after sleeping
-``Attempt(target, number, time_left)``      a :class:`Failure`, or ``None`` when the upstream
-                                            answered well (for a stream: its first event)
+``Admit(key)``                              whether a half-open breaker admits a probe
+``Record(keys, ok, ttfb, total)``           ``None`` after counting the result (breakers,
+                                            latency) and emitting any circuit signals
+``Attempt(target, number, time_left,        a :class:`Failure`, or ``None`` when the upstream
+hedge, hedge_after)``                       answered well (for a stream: its first event); a
+                                            :class:`Hedged` when the driver started ``hedge``
 ``Respond(target, attempts)``               :class:`Delivered` once the client has the body
 ``Fail(error, attempts)``                   nothing: the flow is over
 ==========================================  =============================================
@@ -50,10 +54,14 @@ from .policy import backoff_delay
 
 if TYPE_CHECKING:
     from ..config import Cooldowns, RetryPolicy
+    from ..health.latency import LatencyStats
 
 __all__ = [
     "Action",
+    "Admit",
     "Attempt",
+    "Hedged",
+    "Record",
     "ClientDisconnected",
     "Cooldown",
     "Emit",
@@ -63,6 +71,10 @@ __all__ = [
     "Sleep",
     "Unavailable",
 ]
+
+# Failures that count against circuit breakers: of the target and its provider, or the target.
+_PROVIDER_FAILURES = frozenset({FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER})
+_TARGET_FAILURES = frozenset({FailureKind.BAD_RESPONSE, FailureKind.STREAM_BROKEN})
 
 # A Retry-After longer than this makes the official SDKs give up rather than wait.
 SDK_MAX_RETRY_AFTER = 120.0
@@ -100,9 +112,36 @@ class Sleep:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
+    """Send the request to ``target``; if ``hedge`` is set and ``target`` has not produced
+    its first byte after ``hedge_after`` seconds, also send it to ``hedge`` and keep the
+    first to answer (drivers that cannot run two at once ignore the hedge)."""
+
     target: Target
     number: int
     time_left: float
+    hedge: Target | None = None
+    hedge_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hedged:
+    """The outcome of an attempt whose hedge was started: who won, who failed."""
+
+    winner: Target | None
+    failures: tuple[tuple[Target, Failure], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    keys: tuple[str, ...]
+    ok: bool
+    ttfb: float | None = None
+    total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +156,7 @@ class Fail:
     attempts: int
 
 
-Action = Emit | Cooldown | Sleep | Attempt | Respond | Fail
+Action = Emit | Cooldown | Sleep | Admit | Record | Attempt | Respond | Fail
 FlowGenerator = Generator[Action, Any, None]
 
 
@@ -134,12 +173,16 @@ class Flow:
         unavailable: Mapping[str, Unavailable],
         clock: Callable[[], float],
         rng: random.Random,
+        half_open: frozenset[str] = frozenset(),
+        latency: Mapping[str, LatencyStats] | None = None,
     ) -> None:
         self.request = request
         self.retry = retry
         self.cooldowns = cooldowns
         self.budget = budget
         self.unavailable = dict(unavailable)
+        self.half_open = set(half_open)  # breakers that must admit us before an attempt
+        self.latency = latency or {}
         self.clock = clock
         self.rng = rng
         self.attempts = 0
@@ -172,63 +215,165 @@ class Flow:
                 tuple(t.key for t in req.plan.targets),
             ),
         )
-        queue = list(req.plan.targets)
-        tries: dict[str, int] = {}
+        self.queue = self._ordered(list(req.plan.targets))
+        self.tries: dict[str, int] = {}
         # retryable (5xx) targets with tries left: retried once no untried target is left
-        retryable: dict[str, tuple[Target, Failure]] = {}
-        waited: set[str] = set()
-        min_context: int | None = None
+        self.retryable: dict[str, tuple[Target, Failure]] = {}
+        self.waited: set[str] = set()
+        self.min_context: int | None = None
         previous: Target | None = None
         while True:
-            target = self._next_target(queue, min_context)
-            delay = 0.0
-            if target is None and retryable:
-                key = next(iter(retryable))
-                target, last = retryable.pop(key)
-                delay = self._retry_delay(last, tries[key])
-                if not self._eligible(target, min_context) or self.clock() + delay >= deadline:
-                    continue
-                yield self._retry_event(target, delay, last.kind)
-            elif target is None:
-                target = self._worth_waiting_for(waited, deadline, min_context)
-                if target is None:
-                    yield from self._give_up(started, deadline_hit=False)
-                    return
-                waited.add(target.key)
-                delay = max(0.0, self.waits[target.key][1] - self.clock())
-                yield self._retry_event(target, delay, FailureKind.RATE_LIMITED)
-            if delay > 0:
-                yield Sleep(delay)
+            target = yield from self._choose(deadline)
+            if target is None:
+                yield from self._give_up(started, deadline_hit=False)
+                return
             began = self.clock()
             if began >= deadline:
                 yield from self._give_up(started, deadline_hit=True)
                 return
             if previous is not None and previous != target:
-                yield self._failover_event(previous, target, self.failures[-1][1])
-            tries[target.key] = tries.get(target.key, 0) + 1
+                yield self._failover_event(previous, target, self.failures[-1][1].kind.value)
+            self.tries[target.key] = self.tries.get(target.key, 0) + 1
             self.attempts += 1
-            failure = yield Attempt(target, self.attempts, deadline - began)
+            hedge, hedge_after = self._hedge_for(target, deadline - began)
+            result = yield Attempt(target, self.attempts, deadline - began, hedge, hedge_after)
             ended = self.clock()
-            if failure is None:
-                delivered = yield Respond(target, self.attempts)
-                yield from self._finish(target, delivered, started)
+            winner: Target | None = target
+            if isinstance(result, Hedged):
+                assert hedge is not None and hedge_after is not None
+                yield self._failover_event(target, hedge, "hedged")
+                self.attempts += 1
+                self.tries[hedge.key] = self.tries.get(hedge.key, 0) + 1
+                for failed, failure in result.failures:
+                    if (yield from self._failed(failed, failure, ended - began, ended)):
+                        yield from self._give_up(started, deadline_hit=False)
+                        return
+                winner = result.winner
+                previous = hedge
+            else:
+                if hedge is not None:
+                    self.queue.insert(0, hedge)  # never started: back to its place
+                if result is not None:
+                    winner = None
+                    if (yield from self._failed(target, result, ended - began, ended)):
+                        yield from self._give_up(started, deadline_hit=False)
+                        return
+                previous = target
+            if winner is not None:
+                ttfb = ended - began
+                if winner is hedge and hedge_after is not None:
+                    ttfb = max(0.0, ttfb - hedge_after)
+                delivered = yield Respond(winner, self.attempts)
+                yield from self._finish(winner, delivered, started, ttfb, ended - ttfb)
                 return
-            yield self._attempt_failed_event(target, failure, ended - began)
-            yield from self._health(target, failure, ended)
-            self.failures.append((target, failure))
-            previous = target
-            kind = failure.kind
-            if kind is FailureKind.CLIENT:
-                yield from self._give_up(started, deadline_hit=False)
-                return
-            if kind is FailureKind.CONTEXT_LENGTH:
-                min_context = max(min_context or 0, target.context_window or 0)
-            elif kind is FailureKind.RATE_LIMITED and failure.retry_after is not None:
-                self.waits[target.key] = (target, ended + failure.retry_after)
-            elif kind is FailureKind.SERVER and tries[target.key] < self.retry.attempts_per_target:
-                retryable[target.key] = (target, failure)
+
+    def _failed(
+        self, target: Target, failure: Failure, latency: float, now: float
+    ) -> Generator[Action, Any, bool]:
+        """Report one failed attempt and decide its consequences; True means stop here."""
+        yield self._attempt_failed_event(target, failure, latency)
+        yield from self._health(target, failure, now)
+        self.failures.append((target, failure))
+        kind = failure.kind
+        if kind is FailureKind.CLIENT:
+            return True
+        if kind is FailureKind.CONTEXT_LENGTH:
+            self.min_context = max(self.min_context or 0, target.context_window or 0)
+        elif kind is FailureKind.RATE_LIMITED and failure.retry_after is not None:
+            self.waits[target.key] = (target, now + failure.retry_after)
+        elif (
+            kind is FailureKind.SERVER
+            and self.tries.get(target.key, 0) < self.retry.attempts_per_target
+        ):
+            self.retryable[target.key] = (target, failure)
+        return False
 
     # -- choosing targets -------------------------------------------------------------------
+
+    def _choose(self, deadline: float) -> Generator[Action, Any, Target | None]:
+        """The next target: an untried one, else a 5xx retry, else a rate limit to wait out."""
+        while True:
+            target = self._next_target(self.queue, self.min_context)
+            if target is not None:
+                if (yield from self._admitted(target)):
+                    return target
+                continue
+            if self.retryable:
+                key = next(iter(self.retryable))
+                target, last = self.retryable.pop(key)
+                delay = self._retry_delay(last, self.tries[key])
+                if not self._eligible(target, self.min_context) or (
+                    self.clock() + delay >= deadline
+                ):
+                    continue
+                yield self._retry_event(target, delay, last.kind)
+            else:
+                target = self._worth_waiting_for(self.waited, deadline, self.min_context)
+                if target is None:
+                    return None
+                self.waited.add(target.key)
+                delay = max(0.0, self.waits[target.key][1] - self.clock())
+                yield self._retry_event(target, delay, FailureKind.RATE_LIMITED)
+            if delay > 0:
+                yield Sleep(delay)
+            return target
+
+    def _admitted(self, target: Target) -> Generator[Action, Any, bool]:
+        """A half-open breaker (the provider's or the target's) must admit a probe first."""
+        for key in (target.provider, target.key):
+            if key in self.half_open:
+                if not (yield Admit(key)):
+                    now = self.clock()
+                    self.skipped[target.key] = Unavailable(now, FailureKind.CIRCUIT_OPEN)
+                    return False
+                self.half_open.discard(key)
+        return True
+
+    def _ordered(self, targets: list[Target]) -> list[Target]:
+        """Apply the plan's routing strategy: as given, fastest first, or weighted random."""
+        routing = self.request.plan.routing
+        if routing == "latency":
+            def speed(target: Target) -> tuple[bool, float]:
+                stats = self.latency.get(target.key)
+                return (stats is None, stats.ttfb if stats else 0.0)
+
+            return sorted(targets, key=speed)
+        if routing == "weighted":
+            ordered: list[Target] = []
+            pool = list(targets)
+            while pool:
+                weights = [t.weight or 1.0 for t in pool]
+                pick = self.rng.choices(range(len(pool)), weights=weights)[0]
+                ordered.append(pool.pop(pick))
+            return ordered
+        return targets
+
+    def _hedge_for(self, target: Target, time_left: float) -> tuple[Target | None, float | None]:
+        """The target to start in parallel if ``target`` is slow, and after how long."""
+        setting = self.request.hedge_after
+        if setting is None:
+            return None, None
+        if setting == "p95":
+            stats = self.latency.get(target.key)
+            if stats is None or stats.samples < 2:
+                return None, None
+            after = stats.ttfb_p95
+        else:
+            after = float(setting)
+        if after >= time_left:
+            return None, None
+        now = self.clock()
+        for i, candidate in enumerate(self.queue):
+            if candidate.key == target.key:
+                continue
+            if (
+                _fits_context(candidate, self.min_context)
+                and self._out_until(candidate, now) is None
+                and candidate.provider not in self.half_open
+                and candidate.key not in self.half_open
+            ):
+                return self.queue.pop(i), after
+        return None, None
 
     def _next_target(self, queue: list[Target], min_context: int | None) -> Target | None:
         now = self.clock()
@@ -285,8 +430,12 @@ class Flow:
 
     # -- health -----------------------------------------------------------------------------
 
-    def _health(self, target: Target, failure: Failure, now: float) -> list[Cooldown]:
+    def _health(self, target: Target, failure: Failure, now: float) -> list[Cooldown | Record]:
         kind = failure.kind
+        if kind in _PROVIDER_FAILURES:
+            return [Record((target.key, target.provider), False)]
+        if kind in _TARGET_FAILURES:
+            return [Record((target.key,), False)]
         c = self.cooldowns
         if kind is FailureKind.RATE_LIMITED:
             key, seconds = target.key, failure.retry_after or c.rate_limited
@@ -304,11 +453,15 @@ class Flow:
 
     # -- endings ----------------------------------------------------------------------------
 
-    def _finish(self, target: Target, delivered: Delivered, started: float) -> FlowGenerator:
+    def _finish(
+        self, target: Target, delivered: Delivered, started: float, ttfb: float, began: float
+    ) -> FlowGenerator:
         req = self.request
-        latency = self.clock() - started
+        now = self.clock()
+        latency = now - started
         failure = delivered.failure
         if failure is None:
+            yield Record((target.key, target.provider), True, ttfb, now - began)
             yield Emit(
                 signals.request_finished,
                 signals.RequestFinished(
@@ -319,6 +472,7 @@ class Flow:
             return
         if failure.kind is not FailureKind.CLIENT_DISCONNECTED:
             yield self._attempt_failed_event(target, failure, latency)
+            yield Record((target.key,), False, ttfb, now - began)
         yield Emit(
             signals.request_failed,
             signals.RequestFailed(
@@ -421,13 +575,13 @@ class Flow:
             ),
         )
 
-    def _failover_event(self, old: Target, target: Target, failure: Failure) -> Emit:
+    def _failover_event(self, old: Target, target: Target, reason: str) -> Emit:
         req = self.request
         return Emit(
             signals.failover,
             signals.Failover(
                 req.request_id, req.route, old.provider, old.model, target.provider,
-                target.model, failure.kind.value, self.attempts,
+                target.model, reason, self.attempts,
             ),
         )
 

@@ -24,6 +24,7 @@ class FailureKind(StrEnum):
     BAD_RESPONSE = "bad_response"  # 200 with an error body, unparseable body, odd status
     STREAM_BROKEN = "stream_broken"  # the stream ended or failed mid-way
     CLIENT_DISCONNECTED = "client_disconnected"  # not the upstream's fault
+    CIRCUIT_OPEN = "circuit_open"  # skipped: a breaker is open or its probe slots are taken
 
 
 @dataclass(frozen=True, slots=True)

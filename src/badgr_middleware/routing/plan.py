@@ -5,7 +5,8 @@ Resolution of one model name, in order: a configured alias; ``<provider>/<model>
 
 OpenRouter's request extensions are honoured here: ``models`` (fallbacks tried after
 ``model``), ``route: "fallback"`` and ``provider`` (``order``, ``only``, ``ignore``,
-``allow_fallbacks``). Names in ``provider`` lists are matched, case-insensitively, against the
+``allow_fallbacks``, and ``sort: "latency"``, which orders targets by observed speed).
+Names in ``provider`` lists are matched, case-insensitively, against the
 configured provider names; entries that name no configured provider are OpenRouter's own
 upstream names and are forwarded, with the remaining ``provider`` keys, to OpenRouter targets.
 """
@@ -33,6 +34,7 @@ class Target:
     provider: str
     model: str
     context_window: int | None = None
+    weight: float | None = None
 
     @property
     def key(self) -> str:
@@ -43,6 +45,8 @@ class Target:
 class Plan:
     targets: tuple[Target, ...]
     openrouter_provider: dict[str, Any] | None = field(default=None, hash=False)
+    routing: str = "ordered"  # "ordered", "latency" or "weighted"
+    hedge_after: float | str | None = None  # seconds, "p95", or None for no hedging
 
 
 @dataclass(slots=True)
@@ -55,6 +59,7 @@ class RoutedRequest:
     request_id: str
     stream: bool = False
     model: str = ""  # what the client asked for (the first of model/models)
+    hedge_after: float | str | None = None  # the plan's, unless the request overrides it
 
 
 def resolve_plan(body: Mapping[str, Any], config: Config) -> Plan:
@@ -75,7 +80,12 @@ def resolve_plan(body: Mapping[str, Any], config: Config) -> Plan:
     forwarded: dict[str, Any] | None = None
     if prefs is not None:
         targets, forwarded = _apply_preferences(targets, prefs, config)
-    return Plan(tuple(targets), forwarded)
+    primary = config.models.get(names[0])
+    routing = primary.routing if primary is not None else "ordered"
+    if isinstance(prefs, dict) and prefs.get("sort") == "latency":
+        routing = "latency"
+    hedge_after = primary.hedge_after if primary is not None else None
+    return Plan(tuple(targets), forwarded, routing, hedge_after)
 
 
 def _model_names(body: Mapping[str, Any]) -> list[str]:
@@ -103,7 +113,7 @@ def _model_names(body: Mapping[str, Any]) -> list[str]:
 def _resolve_one(name: str, config: Config) -> list[Target]:
     alias = config.models.get(name)
     if alias is not None:
-        return [Target(t.provider, t.model, t.context_window) for t in alias.targets]
+        return [Target(t.provider, t.model, t.context_window, t.weight) for t in alias.targets]
     provider, sep, rest = name.partition("/")
     if sep and rest and provider in config.providers:
         return [Target(provider, rest)]

@@ -1,0 +1,124 @@
+"""The per-process health store: the default, and the fallback when Redis is unreachable."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..signals import CircuitChanged
+from . import breaker
+from .latency import LatencyStats, update
+from .store import KeyHealth
+
+if TYPE_CHECKING:
+    from ..config import BreakerPolicy
+
+__all__ = ["MemoryHealthStore"]
+
+
+class MemoryHealthStore:
+    """Health of every key in this process; safe to share between threads and event loops."""
+
+    def __init__(self, policy: BreakerPolicy | None = None) -> None:
+        if policy is None:
+            from ..config import BreakerPolicy
+
+            policy = BreakerPolicy()
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._cooldowns: dict[str, tuple[float, str]] = {}
+        self._breakers: dict[str, breaker.BreakerState] = {}
+        self._latency: dict[str, LatencyStats] = {}
+
+    def snapshot(self, keys: Sequence[str], now: float) -> dict[str, KeyHealth]:
+        out: dict[str, KeyHealth] = {}
+        with self._lock:
+            for key in keys:
+                cooldown = self._cooldowns.get(key)
+                if cooldown is not None and cooldown[0] <= now:
+                    del self._cooldowns[key]
+                    cooldown = None
+                state = self._breakers.get(key)
+                latency = self._latency.get(key)
+                if cooldown is None and state is None and latency is None:
+                    continue
+                out[key] = KeyHealth(
+                    cooldown[0] if cooldown else None,
+                    cooldown[1] if cooldown else None,
+                    _visible_state(state, now, self.policy),
+                    breaker.open_until(state, self.policy) if state else None,
+                    latency,
+                )
+        return out
+
+    def record(
+        self, keys: Sequence[str], ok: bool, now: float, ttfb: float | None = None,
+        total: float | None = None,
+    ) -> list[CircuitChanged]:
+        changes: list[CircuitChanged] = []
+        with self._lock:
+            for key in keys:
+                state = self._breakers.get(key, breaker.BreakerState())
+                state, transition = breaker.record(state, ok, now, self.policy)
+                if state == breaker.BreakerState():
+                    self._breakers.pop(key, None)
+                else:
+                    self._breakers[key] = state
+                if transition is not None:
+                    changes.append(_change(key, transition, state, self.policy))
+            if ttfb is not None or total is not None:
+                # latency is about the target: the first key
+                self._latency[keys[0]] = update(self._latency.get(keys[0]), ttfb, total)
+        return changes
+
+    def cooldown(self, key: str, until: float, kind: str) -> None:
+        with self._lock:
+            current = self._cooldowns.get(key)
+            if current is None or current[0] < until:
+                self._cooldowns[key] = (until, kind)
+
+    def admit(self, key: str, now: float) -> tuple[bool, list[CircuitChanged]]:
+        with self._lock:
+            state = self._breakers.get(key)
+            if state is None:
+                return True, []
+            state, admitted, transition = breaker.admit(state, now, self.policy)
+            self._breakers[key] = state
+        changes = [_change(key, transition, state, self.policy)] if transition else []
+        return admitted, changes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._cooldowns.clear()
+            self._breakers.clear()
+            self._latency.clear()
+
+    async def asnapshot(self, keys: Sequence[str], now: float) -> dict[str, KeyHealth]:
+        return self.snapshot(keys, now)
+
+    async def arecord(
+        self, keys: Sequence[str], ok: bool, now: float, ttfb: float | None = None,
+        total: float | None = None,
+    ) -> list[CircuitChanged]:
+        return self.record(keys, ok, now, ttfb, total)
+
+    async def acooldown(self, key: str, until: float, kind: str) -> None:
+        self.cooldown(key, until, kind)
+
+    async def aadmit(self, key: str, now: float) -> tuple[bool, list[CircuitChanged]]:
+        return self.admit(key, now)
+
+
+def _visible_state(state: breaker.BreakerState | None, now: float, policy: BreakerPolicy) -> str:
+    if state is None:
+        return breaker.CLOSED
+    if state.state == breaker.OPEN and now >= state.opened_at + policy.open_for:
+        return breaker.HALF_OPEN  # due for probes; admit() makes it so
+    return state.state
+
+
+def _change(key: str, transition: str, state: breaker.BreakerState,
+            policy: BreakerPolicy) -> CircuitChanged:
+    until = breaker.open_until(state, policy)
+    return CircuitChanged(key, transition, "failures" if transition == "open" else "probe", until)
