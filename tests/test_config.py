@@ -14,12 +14,14 @@ import pytest
 from badgr_middleware.config import (
     PROBLEM_CODES,
     AliasConfig,
+    BreakerPolicy,
     Config,
     ConfigError,
     ConfigProblem,
     Cooldowns,
     ProviderConfig,
     RetryPolicy,
+    StateConfig,
     TargetConfig,
     Timeouts,
     load_config,
@@ -34,6 +36,8 @@ from badgr_middleware.secret import Secret, mask
 
 FAKE_KEY = "sk-test-SECRET-abcdef123456"
 FAKE_CLIENT_KEY = "ck-test-SECRET-zyxwvu987654"
+FAKE_REDIS_PASSWORD = "rp-test-SECRET-qwerty24680"
+FAKE_REDIS_URL = f"rediss://default:{FAKE_REDIS_PASSWORD}@cache.example:6380/0"
 
 
 def valid(**changes: Any) -> dict[str, Any]:
@@ -235,6 +239,12 @@ FULL_EXAMPLE: dict[str, Any] = {
         "claude-sonnet": ["openrouter/anthropic/claude-sonnet-4.5", "local/llama3"],
         "big": [{"target": "openai/gpt-4.1", "context_window": 1000000}, "local/llama3"],
         "also-ok": {"targets": ["local/llama3"]},
+        "spread": [{"target": "openai/gpt-4.1", "weight": 3}, "local/llama3"],
+        "quick": {
+            "targets": ["openai/gpt-4.1", "local/llama3"],
+            "routing": "latency",
+            "hedge_after": "p95",
+        },
     },
     "client_keys": ["${BADGR_CLIENT_KEY}"],
     "allow_anonymous": False,
@@ -242,7 +252,7 @@ FULL_EXAMPLE: dict[str, Any] = {
     "default_provider": "openrouter",
     "prefix": "/api/llm",
     "max_body_bytes": 2048,
-    "timeouts": {"connect": 1, "read": 2.5, "deadline": 30},
+    "timeouts": {"connect": 1, "first_byte": 10, "read": 2.5, "deadline": 30},
     "retry": {
         "attempts_per_target": 3,
         "backoff_base": 0.5,
@@ -250,11 +260,27 @@ FULL_EXAMPLE: dict[str, Any] = {
         "max_retry_after": 0,
     },
     "cooldowns": {"rate_limited": 1, "quota": 2, "auth": 3, "not_found": 4},
+    "breaker": {
+        "consecutive_failures": 3,
+        "failure_rate": 0.25,
+        "min_requests": 20,
+        "window": 30,
+        "open_for": 15,
+        "half_open_probes": 2,
+    },
+    "state": {
+        "backend": "redis",
+        "url": "${REDIS_URL}",
+        "timeout": 0.05,
+        "retry_interval": 2,
+        "key_prefix": "myapp:",
+    },
 }
 FULL_ENV = {
     "OPENROUTER_API_KEY": FAKE_KEY,
     "OPENAI_API_KEY": "sk-openai",
     "BADGR_CLIENT_KEY": FAKE_CLIENT_KEY,
+    "REDIS_URL": FAKE_REDIS_URL,
 }
 
 
@@ -282,15 +308,28 @@ def test_full_example_loads() -> None:
     )
     assert config.models["big"].targets[0] == TargetConfig("openai", "gpt-4.1", 1000000)
     assert config.models["also-ok"].targets == (TargetConfig("local", "llama3"),)
+    assert config.models["spread"] == AliasConfig(
+        "spread",
+        (TargetConfig("openai", "gpt-4.1", weight=3.0), TargetConfig("local", "llama3")),
+        routing="weighted",
+    )
+    assert config.models["quick"].routing == "latency"
+    assert config.models["quick"].hedge_after == "p95"
+    assert config.models["claude-sonnet"].routing == "ordered"
+    assert config.models["claude-sonnet"].hedge_after is None
     assert config.client_keys == (Secret(FAKE_CLIENT_KEY),)
     assert config.authenticate is os.path.join
     assert config.default_provider == "openrouter"
     assert config.prefix == "/api/llm"
     assert config.max_body_bytes == 2048
-    assert config.timeouts == Timeouts(connect=1.0, read=2.5, deadline=30.0)
+    assert config.timeouts == Timeouts(connect=1.0, read=2.5, deadline=30.0, first_byte=10.0)
     assert config.retry == RetryPolicy(3, 0.5, 8.0, 0.0)
     assert config.cooldowns == Cooldowns(1.0, 2.0, 3.0, 4.0)
+    assert config.breaker == BreakerPolicy(3, 0.25, 20, 30.0, 15.0, 2)
+    assert config.state == StateConfig("redis", Secret(FAKE_REDIS_URL), 0.05, 2.0, "myapp:")
+    assert isinstance(config.state.url, Secret)
     assert isinstance(config.timeouts.connect, float)  # ints are accepted for float fields
+    assert isinstance(config.breaker.window, float)
     assert config.warnings == ()
 
 
@@ -304,8 +343,20 @@ def test_defaults() -> None:
     assert config.prefix == "/v1"
     assert config.max_body_bytes == 16 * 1024 * 1024
     assert config.timeouts == Timeouts(5.0, 120.0, 300.0)
+    assert config.timeouts.first_byte == 120.0
     assert config.retry == RetryPolicy(2, 0.25, 4.0, 30.0)
     assert config.cooldowns == Cooldowns(10.0, 300.0, 600.0, 300.0)
+    assert config.breaker == BreakerPolicy(
+        consecutive_failures=5,
+        failure_rate=0.5,
+        min_requests=10,
+        window=60.0,
+        open_for=30.0,
+        half_open_probes=1,
+    )
+    assert config.state == StateConfig(
+        backend="memory", url=None, timeout=0.1, retry_interval=5.0, key_prefix="badgr:"
+    )
 
 
 def test_authenticate_callable_and_dotted_forms() -> None:
@@ -354,6 +405,23 @@ def _mod(**changes: Any) -> Callable[[], dict[str, Any]]:
 
 def _prov(**providers: Any) -> Callable[[], dict[str, Any]]:
     return lambda: valid(providers={"local": {"base_url": "http://127.0.0.1:1/v1"}, **providers})
+
+
+def _alias(**options: Any) -> Callable[[], dict[str, Any]]:
+    """Alias ``m`` in the table form, with two targets and *options* (routing, hedge_after)."""
+    return lambda: valid(models={"m": {"targets": ["local/x", "local/y"], **options}})
+
+
+def _weight(weight: Any) -> Callable[[], dict[str, Any]]:
+    return lambda: valid(models={"m": [{"target": "local/x", "weight": weight}, "local/y"]})
+
+
+def _breaker(**values: Any) -> Callable[[], dict[str, Any]]:
+    return lambda: valid(breaker=values)
+
+
+def _state(**values: Any) -> Callable[[], dict[str, Any]]:
+    return lambda: valid(state=values)
 
 
 RULES: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
@@ -597,6 +665,151 @@ RULES: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     ("prefix root", _mod(prefix="/"), "prefix", "bad_prefix"),
     ("prefix space", _mod(prefix="/v 1"), "prefix", "bad_prefix"),
     ("prefix not str", _mod(prefix=1), "prefix", "bad_type"),
+    # timeouts.first_byte
+    ("first_byte zero", _mod(timeouts={"first_byte": 0}), "timeouts.first_byte", "bad_value"),
+    ("first_byte negative", _mod(timeouts={"first_byte": -5}), "timeouts.first_byte", "bad_value"),
+    (
+        "first_byte inf",
+        _mod(timeouts={"first_byte": float("inf")}),
+        "timeouts.first_byte",
+        "bad_value",
+    ),
+    (
+        "first_byte nan",
+        _mod(timeouts={"first_byte": float("nan")}),
+        "timeouts.first_byte",
+        "bad_value",
+    ),
+    ("first_byte string", _mod(timeouts={"first_byte": "30"}), "timeouts.first_byte", "bad_type"),
+    ("first_byte bool", _mod(timeouts={"first_byte": True}), "timeouts.first_byte", "bad_type"),
+    ("first_byte typo", _mod(timeouts={"first_bite": 30}), "timeouts.first_bite", "unknown_key"),
+    # breaker
+    ("breaker not a table", _mod(breaker=5), "breaker", "bad_type"),
+    ("breaker typo", _breaker(open_fro=3), "breaker.open_fro", "unknown_key"),
+    (
+        "consecutive_failures zero",
+        _breaker(consecutive_failures=0),
+        "breaker.consecutive_failures",
+        "bad_value",
+    ),
+    (
+        "consecutive_failures float",
+        _breaker(consecutive_failures=2.0),
+        "breaker.consecutive_failures",
+        "bad_type",
+    ),
+    (
+        "consecutive_failures string",
+        _breaker(consecutive_failures="5"),
+        "breaker.consecutive_failures",
+        "bad_type",
+    ),
+    ("failure_rate zero", _breaker(failure_rate=0), "breaker.failure_rate", "bad_value"),
+    ("failure_rate above 1", _breaker(failure_rate=1.01), "breaker.failure_rate", "bad_value"),
+    ("failure_rate percent", _breaker(failure_rate=50), "breaker.failure_rate", "bad_value"),
+    ("failure_rate negative", _breaker(failure_rate=-0.5), "breaker.failure_rate", "bad_value"),
+    (
+        "failure_rate nan",
+        _breaker(failure_rate=float("nan")),
+        "breaker.failure_rate",
+        "bad_value",
+    ),
+    ("failure_rate string", _breaker(failure_rate="0.5"), "breaker.failure_rate", "bad_type"),
+    ("min_requests zero", _breaker(min_requests=0), "breaker.min_requests", "bad_value"),
+    ("min_requests float", _breaker(min_requests=10.5), "breaker.min_requests", "bad_type"),
+    ("window zero", _breaker(window=0), "breaker.window", "bad_value"),
+    ("window negative", _breaker(window=-60), "breaker.window", "bad_value"),
+    ("window inf", _breaker(window=float("inf")), "breaker.window", "bad_value"),
+    ("window string", _breaker(window="60s"), "breaker.window", "bad_type"),
+    ("open_for zero", _breaker(open_for=0), "breaker.open_for", "bad_value"),
+    ("open_for bool", _breaker(open_for=False), "breaker.open_for", "bad_type"),
+    (
+        "half_open_probes zero",
+        _breaker(half_open_probes=0),
+        "breaker.half_open_probes",
+        "bad_value",
+    ),
+    (
+        "half_open_probes float",
+        _breaker(half_open_probes=1.5),
+        "breaker.half_open_probes",
+        "bad_type",
+    ),
+    # state
+    ("state not a table", _mod(state="redis"), "state", "bad_type"),
+    ("state typo", _state(key_prefx="x:"), "state.key_prefx", "unknown_key"),
+    ("backend unknown", _state(backend="postgres"), "state.backend", "bad_value"),
+    ("backend wrong case", _state(backend="Redis", url="redis://h"), "state.backend", "bad_value"),
+    ("backend not a string", _state(backend=1), "state.backend", "bad_type"),
+    ("redis without url", _state(backend="redis"), "state.url", "bad_value"),
+    ("redis with empty url", _state(backend="redis", url=""), "state.url", "bad_value"),
+    ("url http", _state(url="http://h:6379"), "state.url", "bad_value"),
+    ("url without scheme", _state(url="localhost:6379"), "state.url", "bad_value"),
+    ("url scheme case", _state(url="REDIS://h"), "state.url", "bad_value"),
+    ("url with a space", _state(url="redis://h 1:6379"), "state.url", "bad_value"),
+    ("url bad port", _state(url="redis://h:port/0"), "state.url", "bad_value"),
+    ("url bad ipv6", _state(url="redis://[::1/0"), "state.url", "bad_value"),
+    ("unix url without path", _state(url="unix://"), "state.url", "bad_value"),
+    ("url not a string", _state(url=6379), "state.url", "bad_type"),
+    ("url a list", _state(url=["redis://h"]), "state.url", "bad_type"),
+    ("url env missing", _state(url="${NOPE_REDIS_URL}"), "state.url", "env_missing"),
+    (
+        "url checked with memory backend",
+        _state(backend="memory", url="http://h"),
+        "state.url",
+        "bad_value",
+    ),
+    ("state timeout zero", _state(timeout=0), "state.timeout", "bad_value"),
+    ("state timeout negative", _state(timeout=-0.1), "state.timeout", "bad_value"),
+    ("state timeout string", _state(timeout="0.1"), "state.timeout", "bad_type"),
+    ("retry_interval zero", _state(retry_interval=0), "state.retry_interval", "bad_value"),
+    (
+        "retry_interval inf",
+        _state(retry_interval=float("inf")),
+        "state.retry_interval",
+        "bad_value",
+    ),
+    ("retry_interval bool", _state(retry_interval=True), "state.retry_interval", "bad_type"),
+    ("key_prefix empty", _state(key_prefix=""), "state.key_prefix", "bad_value"),
+    ("key_prefix blank", _state(key_prefix="  "), "state.key_prefix", "bad_value"),
+    ("key_prefix not a string", _state(key_prefix=1), "state.key_prefix", "bad_type"),
+    # targets: weight
+    ("weight zero", _weight(0), "models.m[0].weight", "bad_value"),
+    ("weight negative", _weight(-1), "models.m[0].weight", "bad_value"),
+    ("weight inf", _weight(float("inf")), "models.m[0].weight", "bad_value"),
+    ("weight nan", _weight(float("nan")), "models.m[0].weight", "bad_value"),
+    ("weight string", _weight("3"), "models.m[0].weight", "bad_type"),
+    ("weight bool", _weight(True), "models.m[0].weight", "bad_type"),
+    (
+        "weight typo",
+        _mod(models={"m": [{"target": "local/x", "wieght": 2}]}),
+        "models.m[0].wieght",
+        "unknown_key",
+    ),
+    (
+        "weight in single-target table",
+        _mod(models={"m": {"targets": {"target": "local/x", "weight": 0}}}),
+        "models.m.targets.weight",
+        "bad_value",
+    ),
+    # aliases: routing and hedge_after
+    ("routing unknown", _alias(routing="fastest"), "models.m.routing", "bad_value"),
+    ("routing typo", _alias(routing="latncy"), "models.m.routing", "bad_value"),
+    ("routing wrong case", _alias(routing="Weighted"), "models.m.routing", "bad_value"),
+    ("routing not a string", _alias(routing=1), "models.m.routing", "bad_type"),
+    ("routing a list", _alias(routing=["latency"]), "models.m.routing", "bad_type"),
+    ("alias option typo", _alias(hedge_afer=1), "models.m.hedge_afer", "unknown_key"),
+    ("alias routing typo key", _alias(routng="latency"), "models.m.routng", "unknown_key"),
+    ("hedge_after zero", _alias(hedge_after=0), "models.m.hedge_after", "bad_value"),
+    ("hedge_after negative", _alias(hedge_after=-0.5), "models.m.hedge_after", "bad_value"),
+    ("hedge_after inf", _alias(hedge_after=float("inf")), "models.m.hedge_after", "bad_value"),
+    ("hedge_after nan", _alias(hedge_after=float("nan")), "models.m.hedge_after", "bad_value"),
+    ("hedge_after p99", _alias(hedge_after="p99"), "models.m.hedge_after", "bad_value"),
+    ("hedge_after wrong case", _alias(hedge_after="P95"), "models.m.hedge_after", "bad_value"),
+    ("hedge_after quoted number", _alias(hedge_after="0.5"), "models.m.hedge_after", "bad_value"),
+    ("hedge_after empty", _alias(hedge_after=""), "models.m.hedge_after", "bad_value"),
+    ("hedge_after bool", _alias(hedge_after=True), "models.m.hedge_after", "bad_type"),
+    ("hedge_after list", _alias(hedge_after=[0.5]), "models.m.hedge_after", "bad_type"),
 ]
 
 
@@ -635,6 +848,28 @@ def test_problem_codes_are_stable_snake_case() -> None:
         (valid(timeouts={"dedline": 3}), "timeouts.dedline", "did you mean 'deadline'?"),
         (valid(models={"m": ["opnrouter/x"]}), "models.m[0]", "did you mean 'openrouter'?"),
         (valid(default_provider="locl"), "default_provider", "did you mean 'local'?"),
+        (valid(breker={}), "breker", "did you mean 'breaker'?"),
+        (valid(stat={}), "stat", "did you mean 'state'?"),
+        (valid(timeouts={"first_bite": 1}), "timeouts.first_bite", "did you mean 'first_byte'?"),
+        (valid(breaker={"open_fro": 1}), "breaker.open_fro", "did you mean 'open_for'?"),
+        (
+            valid(breaker={"half_open_probe": 1}),
+            "breaker.half_open_probe",
+            "did you mean 'half_open_probes'?",
+        ),
+        (valid(state={"backnd": "redis"}), "state.backnd", "did you mean 'backend'?"),
+        (valid(state={"backend": "redsi"}), "state.backend", "did you mean 'redis'?"),
+        (valid(state={"backend": "Memory"}), "state.backend", "did you mean 'memory'?"),
+        (
+            valid(models={"m": [{"target": "local/x", "wieght": 1}]}),
+            "models.m[0].wieght",
+            "did you mean 'weight'?",
+        ),
+        (_alias(routng="latency")(), "models.m.routng", "did you mean 'routing'?"),
+        (_alias(hedge_afer=1)(), "models.m.hedge_afer", "did you mean 'hedge_after'?"),
+        (_alias(routing="latncy")(), "models.m.routing", "did you mean 'latency'?"),
+        (_alias(routing="Weighted")(), "models.m.routing", "did you mean 'weighted'?"),
+        (_alias(hedge_after="P95")(), "models.m.hedge_after", "did you mean 'p95'?"),
         (
             valid(providers={"groqq": {"api_key": "k"}}, models=None),
             "providers.groqq",
@@ -717,6 +952,236 @@ def test_authenticate_module_that_raises(tmp_path: Path, monkeypatch: pytest.Mon
     (dep,) = problems_of(valid(authenticate="badgr_dep_auth_mod:check"))
     assert dep.code == "bad_authenticate"
     assert "no_such_dependency_zz" in dep.message
+
+
+# --------------------------------------------------------------------------- routing and state
+
+
+def test_new_dataclass_defaults() -> None:
+    assert Timeouts().first_byte == 120.0
+    assert Timeouts().read == 120.0
+    assert Timeouts(1.0, 2.0, 3.0) == Timeouts(connect=1.0, read=2.0, deadline=3.0)  # positional
+    assert BreakerPolicy() == BreakerPolicy(5, 0.5, 10, 60.0, 30.0, 1)
+    assert StateConfig() == StateConfig("memory", None, 0.1, 5.0, "badgr:")
+    assert TargetConfig("p", "m").weight is None
+    assert TargetConfig("p", "m", 8) == TargetConfig("p", "m", context_window=8, weight=None)
+    alias = AliasConfig("a", (TargetConfig("p", "m"),))
+    assert (alias.routing, alias.hedge_after) == ("ordered", None)
+    assert Config({}, {}).breaker == BreakerPolicy()
+    assert Config({}, {}).state == StateConfig()
+    for frozen in (BreakerPolicy(), StateConfig(), alias, Timeouts()):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            frozen.x = 1  # type: ignore[attr-defined]
+
+
+VALID_NEW: list[tuple[str, Callable[[], dict[str, Any]], Callable[[Config], Any], Any]] = [
+    # timeouts.first_byte
+    ("first_byte int", _mod(timeouts={"first_byte": 30}), lambda c: c.timeouts.first_byte, 30.0),
+    (
+        "first_byte apart from read",
+        _mod(timeouts={"first_byte": 0.5, "read": 600}),
+        lambda c: (c.timeouts.first_byte, c.timeouts.read),
+        (0.5, 600.0),
+    ),
+    # breaker
+    (
+        "consecutive_failures 1",
+        _breaker(consecutive_failures=1),
+        lambda c: c.breaker.consecutive_failures,
+        1,
+    ),
+    ("failure_rate 1", _breaker(failure_rate=1), lambda c: c.breaker.failure_rate, 1.0),
+    ("failure_rate small", _breaker(failure_rate=0.01), lambda c: c.breaker.failure_rate, 0.01),
+    ("min_requests 1", _breaker(min_requests=1), lambda c: c.breaker.min_requests, 1),
+    ("window fraction", _breaker(window=0.5), lambda c: c.breaker.window, 0.5),
+    ("open_for int", _breaker(open_for=120), lambda c: c.breaker.open_for, 120.0),
+    ("half_open_probes 3", _breaker(half_open_probes=3), lambda c: c.breaker.half_open_probes, 3),
+    (
+        "breaker keys default one by one",
+        _breaker(window=10),
+        lambda c: c.breaker,
+        BreakerPolicy(window=10.0),
+    ),
+    ("breaker empty table", _breaker(), lambda c: c.breaker, BreakerPolicy()),
+    # state
+    ("state empty table", _state(), lambda c: c.state, StateConfig()),
+    ("backend memory", _state(backend="memory"), lambda c: c.state, StateConfig()),
+    (
+        "backend redis",
+        _state(backend="redis", url="redis://h:6379/0"),
+        lambda c: (c.state.backend, c.state.url),
+        ("redis", Secret("redis://h:6379/0")),
+    ),
+    (
+        "rediss url",
+        _state(backend="redis", url="rediss://:pw@h:6380/1"),
+        lambda c: c.state.url.reveal(),
+        "rediss://:pw@h:6380/1",
+    ),
+    (
+        "unix url",
+        _state(backend="redis", url="unix:///run/redis.sock?db=1"),
+        lambda c: c.state.url.reveal(),
+        "unix:///run/redis.sock?db=1",
+    ),
+    (
+        "url without host means the client's default",
+        _state(url="redis://"),
+        lambda c: c.state.backend,
+        "redis",
+    ),
+    ("url implies redis", _state(url="redis://h"), lambda c: c.state.backend, "redis"),
+    ("empty url is no url", _state(url=""), lambda c: c.state, StateConfig()),
+    (
+        "memory backend keeps a given url",
+        _state(backend="memory", url="redis://h"),
+        lambda c: (c.state.backend, c.state.url),
+        ("memory", Secret("redis://h")),
+    ),
+    (
+        "url given as a Secret",
+        _state(url=Secret("redis://h/2")),
+        lambda c: c.state.url,
+        Secret("redis://h/2"),
+    ),
+    ("state timeout", _state(timeout=0.02), lambda c: c.state.timeout, 0.02),
+    ("retry_interval int", _state(retry_interval=30), lambda c: c.state.retry_interval, 30.0),
+    ("key_prefix", _state(key_prefix="app:badgr:"), lambda c: c.state.key_prefix, "app:badgr:"),
+    # weight
+    ("weight int", _weight(3), lambda c: c.models["m"].targets[0].weight, 3.0),
+    ("weight fraction", _weight(0.25), lambda c: c.models["m"].targets[0].weight, 0.25),
+    ("missing weight is None", _weight(2), lambda c: c.models["m"].targets[1].weight, None),
+    (
+        "weight with context_window",
+        _mod(models={"m": [{"target": "local/x", "weight": 2, "context_window": 8}]}),
+        lambda c: c.models["m"].targets[0],
+        TargetConfig("local", "x", context_window=8, weight=2.0),
+    ),
+    # routing
+    ("list alias is ordered", _mod(), lambda c: c.models["fast"].routing, "ordered"),
+    ("table alias is ordered", _alias(), lambda c: c.models["m"].routing, "ordered"),
+    ("weights imply weighted", _weight(2), lambda c: c.models["m"].routing, "weighted"),
+    (
+        "weight in single-target table implies weighted",
+        _mod(models={"m": {"targets": {"target": "local/x", "weight": 1}}}),
+        lambda c: c.models["m"].routing,
+        "weighted",
+    ),
+    (
+        "explicit routing wins over weights",
+        _mod(models={"m": {"targets": [{"target": "local/x", "weight": 2}], "routing": "ordered"}}),
+        lambda c: (c.models["m"].routing, c.models["m"].targets[0].weight),
+        ("ordered", 2.0),
+    ),
+    ("routing latency", _alias(routing="latency"), lambda c: c.models["m"].routing, "latency"),
+    (
+        "weighted without weights",
+        _alias(routing="weighted"),
+        lambda c: c.models["m"].routing,
+        "weighted",
+    ),
+    ("routing ordered", _alias(routing="ordered"), lambda c: c.models["m"].routing, "ordered"),
+    # hedge_after
+    ("no hedging by default", _alias(), lambda c: c.models["m"].hedge_after, None),
+    ("hedge_after seconds", _alias(hedge_after=0.5), lambda c: c.models["m"].hedge_after, 0.5),
+    ("hedge_after int", _alias(hedge_after=2), lambda c: c.models["m"].hedge_after, 2.0),
+    ("hedge_after p95", _alias(hedge_after="p95"), lambda c: c.models["m"].hedge_after, "p95"),
+    (
+        "hedge_after with latency routing",
+        _alias(routing="latency", hedge_after="p95"),
+        lambda c: (c.models["m"].routing, c.models["m"].hedge_after),
+        ("latency", "p95"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "make", "get", "expected"), VALID_NEW, ids=[v[0] for v in VALID_NEW]
+)
+def test_new_keys_valid_values(
+    label: str, make: Callable[[], dict[str, Any]], get: Callable[[Config], Any], expected: Any
+) -> None:
+    config = Config.from_dict(make(), env={})
+    value = get(config)
+    assert value == expected
+    assert type(value) is type(expected)  # ints given for float fields come back as floats
+    assert config.warnings == ()
+
+
+def test_hedge_after_int_is_stored_as_float() -> None:
+    config = Config.from_dict(_alias(hedge_after=2)(), env={})
+    assert isinstance(config.models["m"].hedge_after, float)
+
+
+def test_optional_redis_through_an_empty_default() -> None:
+    data = valid(state={"url": "${REDIS_URL:-}"})
+    assert Config.from_dict(data, env={}).state == StateConfig()
+    on = Config.from_dict(data, env={"REDIS_URL": "redis://h:6379/0"}).state
+    assert (on.backend, on.url) == ("redis", Secret("redis://h:6379/0"))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (0, "failure_rate must be a finite number greater than 0 and at most 1, got 0"),
+        (1.5, "failure_rate must be a finite number greater than 0 and at most 1, got 1.5"),
+    ],
+)
+def test_failure_rate_message(value: float, message: str) -> None:
+    (problem,) = problems_of(valid(breaker={"failure_rate": value}))
+    assert problem == ConfigProblem(
+        "breaker.failure_rate", message, "e.g. failure_rate = 0.5", "bad_value"
+    )
+
+
+def test_redis_backend_requires_a_url_wording() -> None:
+    (problem,) = problems_of(valid(state={"backend": "redis"}))
+    assert (problem.path, problem.code) == ("state.url", "bad_value")
+    assert problem.message == 'url is required when backend is "redis"'
+    assert "BADGR_REDIS_URL" in problem.fix
+
+
+def test_invalid_url_is_not_also_reported_as_missing() -> None:
+    problems = problems_of(valid(state={"url": "http://h"}))
+    assert [(p.path, p.code) for p in problems] == [("state.url", "bad_value")]
+    assert "redis://, rediss:// or unix://" in problems[0].message
+    env_missing = problems_of(valid(state={"backend": "redis", "url": "${NOPE_REDIS_URL}"}))
+    assert [(p.path, p.code) for p in env_missing] == [("state.url", "env_missing")]
+
+
+def test_new_keys_report_every_problem_at_once() -> None:
+    data = valid(
+        models={
+            "m": {
+                "targets": [
+                    {"target": "local/x", "weight": 0, "context_window": 0},
+                    {"target": "nowhere/y", "weight": -1},
+                ],
+                "routing": "random",
+                "hedge_after": "p50",
+                "hedge": 1,
+            },
+        },
+        timeouts={"first_byte": 0},
+        breaker={"failure_rate": 2, "min_requests": 0, "half_open_probes": 0.5},
+        state={"backend": "redis", "timeout": 0, "retry_interval": -1, "key_prefix": ""},
+    )
+    assert {(p.path, p.code) for p in problems_of(data)} == {
+        ("models.m.hedge", "unknown_key"),
+        ("models.m.routing", "bad_value"),
+        ("models.m.hedge_after", "bad_value"),
+        ("models.m.targets[0].weight", "bad_value"),
+        ("models.m.targets[0].context_window", "bad_value"),
+        ("models.m.targets[1].weight", "bad_value"),
+        ("timeouts.first_byte", "bad_value"),
+        ("breaker.failure_rate", "bad_value"),
+        ("breaker.min_requests", "bad_value"),
+        ("breaker.half_open_probes", "bad_type"),
+        ("state.url", "bad_value"),
+        ("state.timeout", "bad_value"),
+        ("state.retry_interval", "bad_value"),
+        ("state.key_prefix", "bad_value"),
+    }
 
 
 # --------------------------------------------------------------------------- all at once
@@ -911,6 +1376,97 @@ def test_from_toml(tmp_path: Path) -> None:
         assert config.client_keys == (Secret(FAKE_CLIENT_KEY),)
 
 
+TOML_ROUTING_AND_STATE = """
+allow_anonymous = true
+
+[providers.local]
+base_url = "http://127.0.0.1:8001/v1"
+
+[models]
+spread = [{ target = "local/a", weight = 3 }, { target = "local/b", weight = 1.5 }, "local/c"]
+
+[models.quick]
+targets = ["local/a", "local/b"]
+routing = "latency"
+hedge_after = 0.75
+
+[models.tail]
+targets = ["local/a", "local/b"]
+hedge_after = "p95"
+
+[timeouts]
+first_byte = 20
+read = 300
+
+[breaker]
+consecutive_failures = 3
+failure_rate = 0.4
+min_requests = 20
+window = 120
+open_for = 45
+half_open_probes = 2
+
+[state]
+backend = "redis"
+url = "${REDIS_URL}"
+timeout = 0.05
+retry_interval = 10
+key_prefix = "myapp:badgr:"
+"""
+
+
+def test_from_toml_routing_breaker_and_state(tmp_path: Path) -> None:
+    path = tmp_path / "badgr.toml"
+    path.write_text(TOML_ROUTING_AND_STATE, encoding="utf-8")
+    config = Config.from_toml(path, env={"REDIS_URL": FAKE_REDIS_URL})
+    assert config.models["spread"] == AliasConfig(
+        "spread",
+        (
+            TargetConfig("local", "a", weight=3.0),
+            TargetConfig("local", "b", weight=1.5),
+            TargetConfig("local", "c"),
+        ),
+        routing="weighted",
+    )
+    assert config.models["quick"] == AliasConfig(
+        "quick",
+        (TargetConfig("local", "a"), TargetConfig("local", "b")),
+        routing="latency",
+        hedge_after=0.75,
+    )
+    assert (config.models["tail"].routing, config.models["tail"].hedge_after) == ("ordered", "p95")
+    assert config.timeouts == Timeouts(connect=5.0, read=300.0, deadline=300.0, first_byte=20.0)
+    assert config.breaker == BreakerPolicy(3, 0.4, 20, 120.0, 45.0, 2)
+    assert config.state == StateConfig(
+        backend="redis",
+        url=Secret(FAKE_REDIS_URL),
+        timeout=0.05,
+        retry_interval=10.0,
+        key_prefix="myapp:badgr:",
+    )
+
+
+def test_toml_bad_routing_and_state_values(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "allow_anonymous = true\n[providers.ollama]\n"
+        '[models.m]\ntargets = [{ target = "ollama/x", weight = 0 }]\nrouting = "fast"\n'
+        'hedge_after = "0.5"\n'
+        '[breaker]\nfailure_rate = "0.5"\n'
+        '[state]\nbackend = "redis"\ntimeout = "0.1"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        Config.from_toml(path, env={})
+    assert {(p.path, p.code) for p in info.value.problems} == {
+        ("models.m.targets[0].weight", "bad_value"),
+        ("models.m.routing", "bad_value"),
+        ("models.m.hedge_after", "bad_value"),
+        ("breaker.failure_rate", "bad_type"),
+        ("state.url", "bad_value"),
+        ("state.timeout", "bad_type"),
+    }
+
+
 def test_toml_number_in_quotes_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('allow_anonymous = true\n[providers.ollama]\n[timeouts]\nread = "120"\n')
@@ -1016,6 +1572,101 @@ def test_from_env_bad_values_are_errors(tmp_path: Path, monkeypatch: pytest.Monk
     }
 
 
+REDIS_FILE = """
+allow_anonymous = true
+[providers.ollama]
+[state]
+backend = "memory"
+url = "redis://file-host:6379/0"
+timeout = 0.5
+key_prefix = "app:"
+"""
+
+
+@pytest.mark.parametrize(
+    ("file_text", "redis_url", "expected"),
+    [
+        (None, None, StateConfig()),
+        (None, "", StateConfig()),  # set but empty: treated as unset
+        (None, FAKE_REDIS_URL, StateConfig("redis", Secret(FAKE_REDIS_URL))),
+        (None, "unix:///run/redis.sock", StateConfig("redis", Secret("unix:///run/redis.sock"))),
+        (
+            None,
+            "redis://:pa$${NOT_EXPANDED}@h/0",  # environment values are not interpolated
+            StateConfig("redis", Secret("redis://:pa$${NOT_EXPANDED}@h/0")),
+        ),
+        (
+            REDIS_FILE,
+            None,
+            StateConfig("memory", Secret("redis://file-host:6379/0"), 0.5, 5.0, "app:"),
+        ),
+        (
+            REDIS_FILE,
+            "",
+            StateConfig("memory", Secret("redis://file-host:6379/0"), 0.5, 5.0, "app:"),
+        ),
+        # The variable wins over the file's backend and url; the file's other keys still apply.
+        (
+            REDIS_FILE,
+            FAKE_REDIS_URL,
+            StateConfig("redis", Secret(FAKE_REDIS_URL), 0.5, 5.0, "app:"),
+        ),
+        (
+            "allow_anonymous = true\n[providers.ollama]\n",
+            FAKE_REDIS_URL,
+            StateConfig("redis", Secret(FAKE_REDIS_URL)),
+        ),
+        (
+            'allow_anonymous = true\n[providers.ollama]\n[state]\nbackend = "redis"\n',
+            "redis://env-host/1",
+            StateConfig("redis", Secret("redis://env-host/1")),
+        ),
+    ],
+)
+def test_from_env_badgr_redis_url(
+    file_text: str | None,
+    redis_url: str | None,
+    expected: StateConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {"BADGR_ALLOW_ANONYMOUS": "1", "GROQ_API_KEY": "g"}  # GROQ_API_KEY: when no file
+    if file_text is not None:
+        (tmp_path / "badgr.toml").write_text(file_text)
+    if redis_url is not None:
+        env["BADGR_REDIS_URL"] = redis_url
+    config = Config.from_env(env)
+    assert config.state == expected
+    assert type(config.state.url) is type(expected.url)
+
+
+@pytest.mark.parametrize(
+    "redis_url",
+    [
+        f"http://:{FAKE_REDIS_PASSWORD}@h:6379",
+        f"{FAKE_REDIS_PASSWORD}@h:6379",
+        f"redis://:{FAKE_REDIS_PASSWORD}@h:port/0",
+        f"redis://:{FAKE_REDIS_PASSWORD}@h /0",
+        "unix://",
+    ],
+)
+def test_from_env_bad_badgr_redis_url(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for file_text in (None, REDIS_FILE):
+        if file_text is not None:
+            (tmp_path / "badgr.toml").write_text(file_text)
+        with pytest.raises(ConfigError) as info:
+            Config.from_env({"GROQ_API_KEY": "g", "BADGR_REDIS_URL": redis_url})
+        (problem,) = info.value.problems
+        assert (problem.path, problem.code) == ("state.url", "bad_value")
+        assert "BADGR_REDIS_URL" in problem.message and "BADGR_REDIS_URL" in problem.fix
+        rendered = str(info.value) + repr(info.value.problems) + repr(info.value.warnings)
+        assert FAKE_REDIS_PASSWORD not in rendered
+
+
 def test_from_env_without_any_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as info:
@@ -1074,7 +1725,13 @@ def test_from_env_missing_badgr_config(tmp_path: Path) -> None:
 
 def test_from_env_defaults_to_os_environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in ("BADGR_CONFIG", "BADGR_DEFAULT_PROVIDER", "BADGR_PREFIX", "BADGR_CLIENT_KEYS"):
+    for name in (
+        "BADGR_CONFIG",
+        "BADGR_DEFAULT_PROVIDER",
+        "BADGR_PREFIX",
+        "BADGR_CLIENT_KEYS",
+        "BADGR_REDIS_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     for known in KNOWN_PROVIDERS.values():
         if known.api_key_env:
@@ -1084,6 +1741,9 @@ def test_from_env_defaults_to_os_environ(tmp_path: Path, monkeypatch: pytest.Mon
     config = Config.from_env()
     assert set(config.providers) == {"xai"}
     assert config.default_provider == "xai"
+    assert config.state == StateConfig()
+    monkeypatch.setenv("BADGR_REDIS_URL", "redis://h:6379/0")
+    assert Config.from_env().state == StateConfig("redis", Secret("redis://h:6379/0"))
 
 
 # --------------------------------------------------------------------------- secrets
@@ -1097,6 +1757,58 @@ def test_secrets_never_appear_in_repr_or_str() -> None:
     assert "****3456" in repr(config)
     assert isinstance(config.providers["openrouter"].api_key, Secret)
     assert all(isinstance(k, Secret) for k in config.client_keys)
+
+
+def test_redis_url_never_appears_in_repr_or_str(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from_dict = Config.from_dict(FULL_EXAMPLE, env=FULL_ENV)
+    monkeypatch.chdir(tmp_path)
+    from_env = Config.from_env({"GROQ_API_KEY": "g", "BADGR_REDIS_URL": FAKE_REDIS_URL})
+    for config in (from_dict, from_env):
+        assert config.state.url is not None
+        assert config.state.url.reveal() == FAKE_REDIS_URL
+        url = config.state.url
+        for text in (repr(config), str(config), repr(config.state), str(config.state)):
+            assert FAKE_REDIS_URL not in text
+            assert FAKE_REDIS_PASSWORD not in text
+            assert "cache.example" not in text
+        for text in (repr(url), str(url), f"{url}", f"{url!r}", str([url])):
+            assert FAKE_REDIS_PASSWORD not in text
+    built = StateConfig(backend="redis", url=Secret(FAKE_REDIS_URL))
+    assert FAKE_REDIS_PASSWORD not in repr(built)
+
+
+BAD_REDIS_URLS = [
+    f"http://:{FAKE_REDIS_PASSWORD}@h:6379",
+    f"{FAKE_REDIS_PASSWORD}",
+    f"redis://:{FAKE_REDIS_PASSWORD}@h:port/0",
+    f"redis://:{FAKE_REDIS_PASSWORD}@h:{FAKE_REDIS_PASSWORD}/0",
+    f"redis://:{FAKE_REDIS_PASSWORD}@[h/0",
+    f"redis://:{FAKE_REDIS_PASSWORD} @h/0",
+    f"REDIS://:{FAKE_REDIS_PASSWORD}@h/0",
+]
+
+
+@pytest.mark.parametrize("url", BAD_REDIS_URLS)
+@pytest.mark.parametrize("backend", [None, "redis", "memory", "bogus"])
+def test_problems_never_echo_the_redis_url(url: str, backend: str | None) -> None:
+    state: dict[str, Any] = {"url": url}
+    if backend is not None:
+        state["backend"] = backend
+    with pytest.raises(ConfigError) as info:
+        Config.from_dict(valid(state=state), env={})
+    assert has(info.value.problems, "state.url", "bad_value")
+    rendered = str(info.value) + repr(info.value.problems) + repr(info.value.warnings)
+    assert FAKE_REDIS_PASSWORD not in rendered
+
+
+def test_a_valid_redis_url_stays_out_of_other_problems() -> None:
+    data = valid(state={"url": FAKE_REDIS_URL, "backend": "bogus", "timeout": -1}, prefix="v1")
+    with pytest.raises(ConfigError) as info:
+        Config.from_dict(data, env={})
+    assert {p.path for p in info.value.problems} == {"state.backend", "state.timeout", "prefix"}
+    assert FAKE_REDIS_PASSWORD not in str(info.value) + repr(info.value.problems)
 
 
 def test_header_values_stay_out_of_repr() -> None:
@@ -1126,6 +1838,19 @@ SECRET_MISPLACED: list[dict[str, Any]] = [
     valid(timeouts={"read": FAKE_KEY}),
     valid(prefix=f"/${{{FAKE_KEY}"),
     valid(prefix=f"/${{{FAKE_KEY}-x}}"),
+    valid(timeouts={"first_byte": FAKE_KEY}),
+    valid(breaker={"failure_rate": FAKE_KEY, "window": [FAKE_KEY]}),
+    valid(breaker=FAKE_KEY),
+    valid(state=FAKE_KEY),
+    valid(state={"backend": FAKE_KEY}),
+    valid(state={"url": FAKE_KEY}),
+    valid(state={"url": [FAKE_KEY]}),
+    valid(state={"url": f"redis://:{FAKE_KEY}@h:x/0"}),
+    valid(state={"url": f"https://:{FAKE_KEY}@h/0", "backend": "redis"}),
+    valid(state={"key_prefix": [FAKE_KEY], "timeout": FAKE_KEY, "retry_interval": FAKE_KEY}),
+    valid(models={"m": [{"target": "local/x", "weight": FAKE_KEY}]}),
+    valid(models={"m": {"targets": ["local/x"], "routing": FAKE_KEY, "hedge_after": FAKE_KEY}}),
+    valid(models={"m": {"targets": ["local/x"], "routing": [FAKE_KEY], "hedge_after": [FAKE_KEY]}}),
 ]
 
 

@@ -31,12 +31,14 @@ from badgr_middleware.secret import Secret
 __all__ = [
     "PROBLEM_CODES",
     "AliasConfig",
+    "BreakerPolicy",
     "Config",
     "ConfigError",
     "ConfigProblem",
     "Cooldowns",
     "ProviderConfig",
     "RetryPolicy",
+    "StateConfig",
     "TargetConfig",
     "Timeouts",
     "load_config",
@@ -128,6 +130,8 @@ class TargetConfig:
     provider: str
     model: str
     context_window: int | None = None
+    # Share of this target under weighted routing; None counts as 1.
+    weight: float | None = None
 
     @property
     def name(self) -> str:
@@ -137,10 +141,15 @@ class TargetConfig:
 
 @dataclass(frozen=True)
 class AliasConfig:
-    """A public model name and the ordered targets that serve it."""
+    """A public model name, the targets that serve it, and how they are ordered and hedged."""
 
     name: str
     targets: tuple[TargetConfig, ...]
+    # "ordered" (as listed), "latency" (fastest observed time to first byte first) or
+    # "weighted" (weighted random order by TargetConfig.weight).
+    routing: str = "ordered"
+    # Seconds before the next target is started in parallel, "p95", or None: no hedging.
+    hedge_after: float | str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,8 +157,11 @@ class Timeouts:
     """Time limits, in seconds."""
 
     connect: float = 5.0
+    # Longest silence between two chunks once the answer has started.
     read: float = 120.0
     deadline: float = 300.0
+    # Longest wait from sending a request to the first event of a stream, or to the response.
+    first_byte: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -173,6 +185,30 @@ class Cooldowns:
 
 
 @dataclass(frozen=True)
+class BreakerPolicy:
+    """When a target's circuit breaker opens, and how it probes before closing again."""
+
+    consecutive_failures: int = 5
+    failure_rate: float = 0.5
+    min_requests: int = 10
+    window: float = 60.0
+    open_for: float = 30.0
+    half_open_probes: int = 1
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Where breakers, cooldowns and latency statistics live: in each process, or in Redis."""
+
+    backend: str = "memory"
+    # The URL may carry a password, so it is a Secret and its repr is masked.
+    url: Secret | None = None
+    timeout: float = 0.1
+    retry_interval: float = 5.0
+    key_prefix: str = "badgr:"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole badgr configuration. Build it with :meth:`from_dict`, :meth:`from_toml`,
     :meth:`from_env` or :func:`load_config`, which validate it; the constructor does not."""
@@ -188,6 +224,8 @@ class Config:
     timeouts: Timeouts = Timeouts()
     retry: RetryPolicy = RetryPolicy()
     cooldowns: Cooldowns = Cooldowns()
+    breaker: BreakerPolicy = BreakerPolicy()
+    state: StateConfig = StateConfig()
     warnings: tuple[ConfigProblem, ...] = ()
 
     @classmethod
@@ -205,7 +243,8 @@ class Config:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
         """Load from ``BADGR_CONFIG`` or ``./badgr.toml``, else from well-known API key
-        variables; ``BADGR_*`` overrides apply on top. Raise ConfigError."""
+        variables; ``BADGR_*`` overrides (``BADGR_REDIS_URL`` included) apply on top.
+        Raise ConfigError."""
         return _load_env(os.environ if env is None else env)
 
 
@@ -249,9 +288,17 @@ _TOP_KEYS = (
     "timeouts",
     "retry",
     "cooldowns",
+    "breaker",
+    "state",
 )
 _PROVIDER_KEYS = ("kind", "base_url", "api_key", "headers", "models", "openrouter")
-_TARGET_KEYS = ("target", "context_window")
+_TARGET_KEYS = ("target", "context_window", "weight")
+_ALIAS_KEYS = ("targets", "routing", "hedge_after")
+_ROUTINGS = ("ordered", "latency", "weighted")
+_HEDGE_PERCENTILES = ("p95",)
+_STATE_KEYS = ("backend", "url", "timeout", "retry_interval", "key_prefix")
+_BACKENDS = ("memory", "redis")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _INBOUND_KEYS = ("client_keys", "authenticate", "allow_anonymous")
 
 _T = TypeVar("_T")
@@ -373,7 +420,14 @@ class _Checker:
         return None
 
     def number(
-        self, value: object, path: str, key: str, example: float, *, zero_ok: bool = False
+        self,
+        value: object,
+        path: str,
+        key: str,
+        example: float,
+        *,
+        zero_ok: bool = False,
+        maximum: float | None = None,
     ) -> float | None:
         if value is _UNRESOLVED:
             return None
@@ -382,8 +436,15 @@ class _Checker:
                 path, "a number", value, f"write a number without quotes, e.g. {key} = {example}"
             )
             return None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        if (
+            not math.isfinite(value)
+            or value < 0
+            or (value == 0 and not zero_ok)
+            or (maximum is not None and value > maximum)
+        ):
             bound = "0 or more" if zero_ok else "greater than 0"
+            if maximum is not None:
+                bound += f" and at most {maximum:g}"
             self.error(
                 path,
                 f"{key} must be a finite number {bound}, got {value}",
@@ -412,6 +473,21 @@ class _Checker:
             )
             return None
         return value
+
+    def choice(self, value: object, path: str, key: str, choices: tuple[str, ...]) -> str | None:
+        text = self.string(value, path, f'{key} = "{choices[0]}"')
+        if text is None:
+            return None
+        if text in choices:
+            return text
+        suggestion = _suggest(text, choices)
+        self.error(
+            path,
+            f"{key} must be one of {', '.join(choices)}",
+            f"did you mean '{suggestion}'?" if suggestion else f'e.g. {key} = "{choices[0]}"',
+            "bad_value",
+        )
+        return None
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -519,6 +595,15 @@ def _build(ck: _Checker, data: object) -> Config | None:
         zero_ok=("max_retry_after",),
     )
     cooldowns = _section(ck, data.get("cooldowns"), "cooldowns", Cooldowns)
+    breaker = _section(
+        ck,
+        data.get("breaker"),
+        "breaker",
+        BreakerPolicy,
+        integers=("consecutive_failures", "min_requests", "half_open_probes"),
+        maximum={"failure_rate": 1.0},
+    )
+    state = _state(ck, data.get("state"))
 
     if (
         not client_keys
@@ -546,6 +631,8 @@ def _build(ck: _Checker, data: object) -> Config | None:
         timeouts=timeouts,
         retry=retry,
         cooldowns=cooldowns,
+        breaker=breaker,
+        state=state,
         warnings=tuple(p for p in ck.problems if p.severity == "warning"),
     )
 
@@ -778,10 +865,17 @@ def _aliases(ck: _Checker, raw: object, names: set[str]) -> dict[str, AliasConfi
         if not isinstance(alias, str) or not alias.strip():
             ck.error(path, "a model alias must be a non-empty string", "rename it", "bad_value")
             continue
+        before = len(ck.problems)
         targets_raw, targets_path = body, path
+        routing: str | None = None
+        hedge_after: float | str | None = None
         if isinstance(body, Mapping):
-            ck.keys(body, path, ("targets",))
+            ck.keys(body, path, _ALIAS_KEYS)
             targets_raw, targets_path = body.get("targets"), _join(path, "targets")
+            if body.get("routing") is not None:
+                routing = ck.choice(body["routing"], _join(path, "routing"), "routing", _ROUTINGS)
+            if body.get("hedge_after") is not None:
+                hedge_after = _hedge_after(ck, body["hedge_after"], _join(path, "hedge_after"))
         if targets_raw is _UNRESOLVED:
             continue
         if isinstance(targets_raw, str | Mapping):
@@ -805,9 +899,35 @@ def _aliases(ck: _Checker, raw: object, names: set[str]) -> dict[str, AliasConfi
             )
             continue
         targets = [_target(ck, entry, entry_path, names) for entry, entry_path in entries]
-        if all(t is not None for t in targets):
-            aliases[alias] = AliasConfig(alias, tuple(t for t in targets if t is not None))
+        if len(ck.problems) != before or not all(t is not None for t in targets):
+            continue
+        parsed = tuple(t for t in targets if t is not None)
+        if routing is None:
+            # Weights given without a routing mean the weights are meant to be used.
+            routing = "weighted" if any(t.weight is not None for t in parsed) else "ordered"
+        aliases[alias] = AliasConfig(alias, parsed, routing=routing, hedge_after=hedge_after)
     return aliases
+
+
+def _hedge_after(ck: _Checker, raw: object, path: str) -> float | str | None:
+    if raw is _UNRESOLVED:
+        return None
+    fix = 'write a number of seconds without quotes, e.g. hedge_after = 0.5, or hedge_after = "p95"'
+    if isinstance(raw, str):
+        if raw in _HEDGE_PERCENTILES:
+            return raw
+        suggestion = _suggest(raw, _HEDGE_PERCENTILES)
+        ck.error(
+            path,
+            'hedge_after must be a number of seconds or "p95"',
+            f"did you mean '{suggestion}'?" if suggestion else fix,
+            "bad_value",
+        )
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        ck.bad_type(path, 'a number or "p95"', raw, fix)
+        return None
+    return ck.number(raw, path, "hedge_after", 0.5)
 
 
 def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConfig | None:
@@ -818,6 +938,7 @@ def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConf
     if raw is _UNRESOLVED:
         return None
     context_window: int | None = None
+    weight: float | None = None
     spec_path = path
     if isinstance(raw, Mapping):
         ck.keys(raw, path, _TARGET_KEYS)
@@ -825,6 +946,7 @@ def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConf
         if spec is None:
             ck.error(path, "a target table needs a 'target' key", form_fix, "bad_target")
             return None
+        invalid = False
         if raw.get("context_window") is not None:
             context_window = ck.integer(
                 raw["context_window"],
@@ -833,8 +955,12 @@ def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConf
                 128000,
                 minimum=1,
             )
-            if context_window is None:
-                return None
+            invalid = context_window is None
+        if raw.get("weight") is not None:
+            weight = ck.number(raw["weight"], _join(path, "weight"), "weight", 3)
+            invalid = invalid or weight is None
+        if invalid:
+            return None
     else:
         spec = raw
     if spec is _UNRESOLVED:
@@ -855,7 +981,9 @@ def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConf
     if names and provider not in names:
         _unknown_provider_ref(ck, spec_path, provider, names, "unknown_target_provider")
         return None
-    return TargetConfig(provider=provider, model=model, context_window=context_window)
+    return TargetConfig(
+        provider=provider, model=model, context_window=context_window, weight=weight
+    )
 
 
 def _unknown_provider_ref(ck: _Checker, path: str, name: str, names: set[str], code: str) -> None:
@@ -977,6 +1105,7 @@ def _section(
     *,
     integers: Collection[str] = (),
     zero_ok: Collection[str] = (),
+    maximum: Mapping[str, float] = MappingProxyType({}),
 ) -> _T:
     if raw is None:
         return cls()
@@ -995,11 +1124,99 @@ def _section(
             value: Any = ck.integer(mapping[name], _join(path, name), name, example, minimum=1)
         else:
             value = ck.number(
-                mapping[name], _join(path, name), name, example, zero_ok=name in zero_ok
+                mapping[name],
+                _join(path, name),
+                name,
+                example,
+                zero_ok=name in zero_ok,
+                maximum=maximum.get(name),
             )
         if value is not None:
             values[name] = value
     return cls(**values)
+
+
+def _state(ck: _Checker, raw: object) -> StateConfig:
+    path = "state"
+    defaults = StateConfig()
+    if raw is None:
+        return defaults
+    mapping = ck.mapping(raw, path, '{backend = "redis", url = "${REDIS_URL}"}')
+    if mapping is None:
+        return defaults
+    ck.keys(mapping, path, _STATE_KEYS)
+    values: dict[str, Any] = {}
+
+    # The URL may carry a password: it is never put in a message, and is kept as a Secret.
+    url_path = _join(path, "url")
+    url_fix = (
+        'write url = "${REDIS_URL}" and export REDIS_URL=redis://host:6379/0 '
+        "(or rediss://…, unix:///path/to/redis.sock)"
+    )
+    raw_url = mapping.get("url")
+    url_given = raw_url is not None
+    if isinstance(raw_url, Secret):
+        raw_url = raw_url.reveal()
+    if isinstance(raw_url, str):
+        # An empty URL counts as none, so url = "${REDIS_URL:-}" makes Redis optional.
+        url_given = bool(raw_url)
+        problem = _redis_url_problem(raw_url) if raw_url else None
+        if problem is not None:
+            ck.error(url_path, problem, url_fix, "bad_value")
+        elif raw_url:
+            values["url"] = Secret(raw_url)
+    elif url_given and raw_url is not _UNRESOLVED:
+        ck.bad_type(url_path, "a string", raw_url, url_fix)
+
+    backend: str | None = "redis" if url_given else "memory"
+    if mapping.get("backend") is not None:
+        backend = ck.choice(mapping["backend"], _join(path, "backend"), "backend", _BACKENDS)
+    if backend is not None:
+        values["backend"] = backend
+    if backend == "redis" and not url_given:
+        ck.error(
+            url_path,
+            'url is required when backend is "redis"',
+            url_fix + ", or export BADGR_REDIS_URL",
+            "bad_value",
+        )
+
+    for name in ("timeout", "retry_interval"):
+        if mapping.get(name) is not None:
+            number = ck.number(mapping[name], _join(path, name), name, getattr(defaults, name))
+            if number is not None:
+                values[name] = number
+
+    if mapping.get("key_prefix") is not None:
+        prefix_path = _join(path, "key_prefix")
+        key_prefix = ck.string(mapping["key_prefix"], prefix_path, 'key_prefix = "badgr:"')
+        if key_prefix is not None and not key_prefix.strip():
+            ck.error(
+                prefix_path,
+                "key_prefix must not be empty",
+                'e.g. key_prefix = "myapp:badgr:"',
+                "bad_value",
+            )
+        elif key_prefix is not None:
+            values["key_prefix"] = key_prefix
+    return StateConfig(**values)
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, in words that never repeat any part of it; or None."""
+    if not url.startswith(_REDIS_SCHEMES):
+        return "url must start with redis://, rediss:// or unix://"
+    if any(c.isspace() for c in url):
+        return "url must not contain spaces or line breaks"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        # The exception's text may quote the URL, so it is not used.
+        return "url has a malformed host or port (a password must be percent-encoded)"
+    if parts.scheme == "unix" and not parts.path:
+        return "a unix:// url needs the path of the socket, e.g. unix:///run/redis.sock"
+    return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -1012,12 +1229,19 @@ def _load(
     overrides: Mapping[str, Any] | None = None,
     problems: Iterable[ConfigProblem] = (),
 ) -> Config:
-    """Interpolate *data*, lay *overrides* (already final values) on top, and validate."""
+    """Interpolate *data*, lay *overrides* (already final values) on top, and validate.
+
+    An override that is a table is merged into the table it overrides, key by key."""
     ck = _Checker()
     ck.problems.extend(problems)
     resolved = _interpolate(data, env, "", ck)
     if overrides and isinstance(resolved, dict):
-        resolved.update(overrides)
+        for key, value in overrides.items():
+            current = resolved.get(key)
+            if isinstance(value, Mapping) and isinstance(current, Mapping):
+                resolved[key] = {**current, **value}
+            else:
+                resolved[key] = value
     config = _build(ck, resolved)
     errors = [p for p in ck.problems if p.severity == "error"]
     if errors or config is None:
@@ -1078,6 +1302,21 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], list[ConfigP
         overrides["prefix"] = env["BADGR_PREFIX"]
     if env.get("BADGR_DEFAULT_PROVIDER"):
         overrides["default_provider"] = env["BADGR_DEFAULT_PROVIDER"]
+    if env.get("BADGR_REDIS_URL"):
+        url = env["BADGR_REDIS_URL"]
+        problem = _redis_url_problem(url)
+        if problem is None:
+            # Merged into the file's [state]: its other keys still apply.
+            overrides["state"] = {"backend": "redis", "url": Secret(url)}
+        else:
+            problems.append(
+                ConfigProblem(
+                    "state.url",
+                    f"BADGR_REDIS_URL is not a valid Redis URL: {problem}",
+                    "export BADGR_REDIS_URL=redis://host:6379/0 (or rediss://…, unix:///path)",
+                    "bad_value",
+                )
+            )
     return overrides, problems
 
 

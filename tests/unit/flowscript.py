@@ -18,6 +18,7 @@ from typing import Any
 
 from badgr_middleware import signals
 from badgr_middleware.config import Cooldowns, RetryPolicy
+from badgr_middleware.health.latency import LatencyStats
 from badgr_middleware.routing.flow import (
     Admit,
     Attempt,
@@ -128,15 +129,22 @@ def make_flow(
     stream: bool = False,
     route: str = "chat/completions",
     request_id: str = "req_1",
+    half_open: frozenset[str] = frozenset(),
+    latency: Mapping[str, LatencyStats] | None = None,
+    routing: str = "ordered",
+    hedge_after: float | str | None = None,
 ) -> Flow:
     resolved = tuple(t if isinstance(t, Target) else target(t) for t in targets)
-    request = RoutedRequest(route, {"model": "m"}, Plan(resolved), request_id, stream, "m")
+    plan = Plan(resolved, None, routing, hedge_after)
+    request = RoutedRequest(route, {"model": "m"}, plan, request_id, stream, "m", hedge_after)
     return Flow(
         request,
         retry=retry or RetryPolicy(),
         cooldowns=cooldowns or Cooldowns(),
         budget=budget,
         unavailable=unavailable or {},
+        half_open=half_open,
+        latency=latency,
         clock=clock or FakeClock(),
         rng=random.Random(seed),
     )

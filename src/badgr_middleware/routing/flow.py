@@ -261,7 +261,7 @@ class Flow:
                 previous = target
             if winner is not None:
                 ttfb = ended - began
-                if winner is hedge and hedge_after is not None:
+                if winner == hedge and hedge_after is not None:
                     ttfb = max(0.0, ttfb - hedge_after)
                 delivered = yield Respond(winner, self.attempts)
                 yield from self._finish(winner, delivered, started, ttfb, ended - ttfb)
