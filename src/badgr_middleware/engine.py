@@ -48,8 +48,8 @@ class Engine:
         rng: random.Random | None = None,
     ) -> None:
         self.config = load_config(config)
-        self.store: HealthStore = store or _store_for(self.config, self)
         self.sender = self if sender is None else sender
+        self.store: HealthStore = store or _store_for(self.config, self.sender)
         self.endpoint = Endpoint(self.config)
         self.wires = {
             name: OpenAICompatible(provider) for name, provider in self.config.providers.items()
@@ -123,12 +123,18 @@ class Engine:
         return {"object": "badgr.status", "providers": providers}
 
     def close(self) -> None:
-        """Close the sync upstream connection pools."""
+        """Close the sync upstream connection pools (and the store's, if it has any)."""
         self.sync_driver.close()
+        closer = getattr(self.store, "close", None)
+        if closer is not None:
+            closer()
 
     async def aclose(self) -> None:
         """Close the async connection pools of the running event loop."""
         await self.async_driver.aclose()
+        closer = getattr(self.store, "aclose", None)
+        if closer is not None:
+            await closer()
 
 
 def _store_for(config: Config, sender: object) -> HealthStore:
