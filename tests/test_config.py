@@ -1893,3 +1893,10 @@ def test_config_is_frozen() -> None:
         config.prefix = "/x"  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.providers["new"] = config.providers["local"]  # type: ignore[index]
+
+
+def test_a_secret_url_shows_nothing_of_itself() -> None:
+    from badgr_middleware.secret import Secret
+
+    url = Secret("unix:///run/redis.sock?password=hunter2-secret")
+    assert str(url) == "****" and repr(url) == "Secret('****')"

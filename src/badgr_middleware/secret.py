@@ -12,8 +12,11 @@ _MIN_LEN_FOR_HINT = 16
 
 
 def mask(value: str) -> str:
-    """Return the masked form of *value*: ``****`` plus its last 4 characters if it is long."""
-    if len(value) >= _MIN_LEN_FOR_HINT:
+    """Return the masked form of *value*: ``****`` plus its last 4 characters if it is long.
+
+    A URL (``redis://...``) shows nothing: its credentials may sit anywhere, even at the end.
+    """
+    if len(value) >= _MIN_LEN_FOR_HINT and "://" not in value:
         return "****" + value[-4:]
     return "****"
 
