@@ -3,14 +3,12 @@
 ``redis_url``: the machine's Redis at 127.0.0.1:6379 (or, when nothing answers there but a
 ``redis-server`` binary exists, a private server for the session); ``key_prefix``: a unique
 prefix per test, deleted afterwards. ``private_redis``: a server of the test's own on a free
-port, which the test may kill and restart. ``make_policy``: a ``BreakerPolicy`` factory (a
-stand-in dataclass until ``config.BreakerPolicy`` exists).
+port, which the test may kill and restart. ``make_policy``: a ``BreakerPolicy`` factory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import shutil
 import signal
@@ -25,33 +23,17 @@ from typing import Any
 import pytest
 import redis
 
+from badgr_middleware.config import BreakerPolicy
+
 SHARED_URL = "redis://127.0.0.1:6379/0"
 START_HINT = 'redis-server --daemonize yes --port 6379 --save "" --appendonly no'
 STARTUP_LIMIT = 5.0  # seconds a redis-server may take to answer PING
 
 
-@dataclasses.dataclass(frozen=True)
-class _StandInBreakerPolicy:
-    """Mirrors the coming ``config.BreakerPolicy`` (tests only)."""
-
-    consecutive_failures: int = 5
-    failure_rate: float = 0.5
-    min_requests: int = 10
-    window: float = 60.0
-    open_for: float = 30.0
-    half_open_probes: int = 1
-
-
-try:
-    from badgr_middleware.config import BreakerPolicy as _Policy  # type: ignore[attr-defined]
-except ImportError:
-    _Policy = _StandInBreakerPolicy
-
-
 @pytest.fixture
 def make_policy() -> Callable[..., Any]:
     """``make_policy(window=10, ...)``: a breaker policy with the given overrides."""
-    return _Policy
+    return BreakerPolicy
 
 
 @pytest.fixture
