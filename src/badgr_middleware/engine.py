@@ -22,7 +22,7 @@ from .errors import ApiError
 from .health import HealthStore, KeyHealth, MemoryHealthStore
 from .http.endpoint import Endpoint, error_response
 from .messages import HttpRequest, HttpResponse
-from .providers.openai import OpenAICompatible
+from .providers import wire_for
 
 __all__ = ["Engine"]
 
@@ -51,9 +51,7 @@ class Engine:
         self.sender = self if sender is None else sender
         self.store: HealthStore = store or _store_for(self.config, self.sender)
         self.endpoint = Endpoint(self.config)
-        self.wires = {
-            name: OpenAICompatible(provider) for name, provider in self.config.providers.items()
-        }
+        self.wires = {name: wire_for(provider) for name, provider in self.config.providers.items()}
         options: dict[str, Any] = {"sender": lambda: self.sender, "clock": clock, "rng": rng}
         self.sync_driver = SyncDriver(self.config, self.wires, self.store, **options)
         self.async_driver = AsyncDriver(self.config, self.wires, self.store, **options)

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from ..messages import HttpResponse
+from ..providers.base import StreamTranslator
 from ..routing.flow import (
     Admit,
     Attempt,
@@ -211,12 +212,15 @@ class AsyncDriver(DriverBase):
                         return wire.classify_error(response.status, response.headers, body,
                                                    self.clock())
                     if request.stream:
-                        opened = await self._first_event(wire, response)
+                        opened = await self._first_event(wire.stream(request, target), response)
                         handed_over = isinstance(opened, Opened)
                         return opened
                 body = await response.read()
                 failure, usage = wire.check_body(request.route, body)
-                return failure or Opened(response, body=body, usage=usage)
+                if failure is not None:
+                    return failure
+                body = wire.response_body(request, target, body)
+                return Opened(response, body=body, usage=usage)
         except TRANSPORT_ERRORS as exc:
             return transport_failure(exc, answered=response is not None, stream=request.stream)
         finally:
@@ -224,9 +228,10 @@ class AsyncDriver(DriverBase):
                 response.close()
 
     @staticmethod
-    async def _first_event(wire: Any, response: aiohttp.ClientResponse) -> Failure | Opened:
+    async def _first_event(
+        translator: StreamTranslator, response: aiohttp.ClientResponse
+    ) -> Failure | Opened:
         """Read a stream until its first event: content means go, an error means fail over."""
-        translator = wire.stream()
         chunks = response.content.iter_any().__aiter__()
         first: list[bytes] = []
         async for chunk in chunks:

@@ -15,7 +15,7 @@ from .. import signals
 from ..errors import ApiError
 from ..health import HealthStore, KeyHealth, LatencyStats
 from ..messages import HttpResponse
-from ..providers.openai import OpenAICompatible, OpenAIStream
+from ..providers.base import StreamTranslator, Wire
 from ..routing.flow import Emit, Flow, FlowGenerator, Respond, Unavailable
 from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
@@ -46,7 +46,7 @@ class Opened:
     response: Any  # httpx.Response (sync driver) or aiohttp.ClientResponse (async driver)
     body: bytes = b""
     usage: dict[str, Any] | None = None
-    stream: OpenAIStream | None = None
+    stream: StreamTranslator | None = None
     first: bytes = b""
     chunks: Any = None  # the upstream byte iterator, already started
 
@@ -126,7 +126,7 @@ class Relay:
 
     __slots__ = ("_stream", "_failure", "_ended")
 
-    def __init__(self, stream: OpenAIStream) -> None:
+    def __init__(self, stream: StreamTranslator) -> None:
         self._stream = stream
         self._failure: Failure | None = None
         self._ended = False
@@ -162,7 +162,7 @@ class DriverBase:
     def __init__(
         self,
         config: Any,
-        wires: Mapping[str, OpenAICompatible],
+        wires: Mapping[str, Wire],
         store: HealthStore,
         *,
         sender: Callable[[], object],

@@ -159,8 +159,11 @@ class SyncDriver(DriverBase):
             if not request.stream:
                 body = response.read()
                 failure, usage = wire.check_body(request.route, body)
-                return failure or Opened(response, body=body, usage=usage)
-            translator = wire.stream()
+                if failure is not None:
+                    return failure
+                body = wire.response_body(request, target, body)
+                return Opened(response, body=body, usage=usage)
+            translator = wire.stream(request, target)
             chunks = response.iter_bytes()
             first: list[bytes] = []
             for chunk in chunks:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..routing.outcomes import Failure, FailureKind
 from ..routing.policy import classify_status, parse_retry_after
 from ..sse import SSEScanner
+from .base import UpstreamRequest
 
 if TYPE_CHECKING:
     from ..config import ProviderConfig
@@ -30,14 +30,6 @@ OPENROUTER_ONLY_FIELDS = (
     "session_id",
 )
 _DONE = b"[DONE]"
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamRequest:
-    method: str
-    url: str
-    headers: dict[str, str]
-    content: bytes
 
 
 class OpenAICompatible:
@@ -115,7 +107,11 @@ class OpenAICompatible:
         usage = data.get("usage")
         return None, usage if isinstance(usage, dict) else None
 
-    def stream(self) -> OpenAIStream:
+    def response_body(self, request: RoutedRequest, target: Target, body: bytes) -> bytes:
+        return body  # passed through untouched
+
+    def stream(self, request: RoutedRequest | None = None, target: Target | None = None
+               ) -> OpenAIStream:
         return OpenAIStream(self.scrub)
 
 
