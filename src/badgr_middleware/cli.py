@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from .config import Config, ConfigError, ConfigProblem, load_config
 
-__all__ = ["main"]
+__all__ = ["fetch_status", "main", "print_problems", "print_routes", "print_status"]
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -46,22 +46,28 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as error:
-        _print_problems(error.problems, out)
-        _print_problems(getattr(error, "warnings", ()), out)
+        print_problems(error.problems, out)
+        print_problems(getattr(error, "warnings", ()), out)
         return 1
     if args.command == "check":
-        _print_problems(config.warnings, out)
-        _print_routes(config, out)
+        print_problems(config.warnings, out)
+        print_routes(config, out)
         return 0
     return _serve(config, args.host, args.port, out)
 
 
-def _print_problems(problems: Sequence[ConfigProblem], out: TextIO) -> None:
+def print_problems(problems: Sequence[ConfigProblem], out: TextIO) -> None:
+    """Print each configuration problem on its own line, prefixed by its severity."""
     for problem in problems:
         print(f"{problem.severity}: {problem}", file=out)
 
 
-def _print_routes(config: Config, out: TextIO) -> None:
+def print_routes(config: Config, out: TextIO, *, authenticate: str | None = None) -> None:
+    """Print what ``badgr check`` reports: prefix, providers (keys masked), aliases, auth.
+
+    ``authenticate`` names an inbound check a framework adapter adds in front of the
+    config's rules (e.g. ``"Flask @badgr.authenticate"``).
+    """
     print(f"Endpoint prefix: {config.prefix}", file=out)
     print("Providers:", file=out)
     for provider in config.providers.values():
@@ -80,6 +86,9 @@ def _print_routes(config: Config, out: TextIO) -> None:
         auth = "authenticate callable"
     else:
         auth = "anonymous" if config.allow_anonymous else "closed (every request gets 401)"
+    if authenticate:
+        closed = not (config.client_keys or config.authenticate or config.allow_anonymous)
+        auth = authenticate if closed else f"{authenticate}, then {auth}"
     print(f"Inbound auth: {auth}", file=out)
     print("Config OK.", file=out)
 
@@ -97,25 +106,37 @@ def _serve(config: Config, host: str, port: int, out: TextIO) -> int:
 
 
 def _status(url: str, key: str | None, out: TextIO) -> int:
+    try:
+        snapshot = fetch_status(url, key)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        print(f"Could not read {url}/status: {error}", file=out)
+        return 1
+    print_status(snapshot, out)
+    return 0
+
+
+def fetch_status(url: str, key: str | None = None, *, timeout: float = 10.0) -> dict[str, Any]:
+    """``GET <url>/status`` of a running endpoint (``key``: a client key, default
+    ``$BADGR_CLIENT_KEY``); raises ``URLError``/``OSError``/``ValueError`` on failure."""
     import os
 
     key = key or os.environ.get("BADGR_CLIENT_KEY")
     request = urllib.request.Request(url.rstrip("/") + "/status")
     if key:
         request.add_header("Authorization", f"Bearer {key}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            snapshot: dict[str, Any] = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        print(f"Could not read {url}/status: {error}", file=out)
-        return 1
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        snapshot: dict[str, Any] = json.load(response)
+    return snapshot
+
+
+def print_status(snapshot: dict[str, Any], out: TextIO) -> None:
+    """Print a health snapshot (``Engine.status()`` or ``GET /status``) as a table."""
     print(f"{'provider / model':<32} {'state':<13} {'reason':<16} {'retry in':<9} ttfb p50",
           file=out)
     for name, info in snapshot.get("providers", {}).items():
         print(_status_row(name, info), file=out)
         for model, target in info.get("targets", {}).items():
             print(_status_row(f"  {model}", target), file=out)
-    return 0
 
 
 def _status_row(name: str, info: dict[str, Any]) -> str:

@@ -462,3 +462,20 @@ def test_error_response() -> None:
     assert json.loads(response.body) == {"error": {"message": "slow down",
                                                    "type": "rate_limit_error", "param": None,
                                                    "code": "rate_limit_exceeded"}}
+
+
+@pytest.mark.parametrize("content_type", [
+    "text/plain", "text/plain; x=json", "application/jsonx", "multipart/form-data",
+    "application/x-www-form-urlencoded",
+])
+def test_content_types_a_browser_sends_without_preflight_are_415(content_type: str) -> None:
+    body = {"model": "smart", "messages": [{"role": "user", "content": "x"}]}
+    error = parse_error(body, headers={"content-type": content_type})
+    assert error.status == 415
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8",
+                                          "application/vnd.api+json"])
+def test_json_media_types_are_accepted(content_type: str) -> None:
+    body = {"model": "smart", "messages": [{"role": "user", "content": "x"}]}
+    assert parse(body, headers={"content-type": content_type}).model == "smart"
