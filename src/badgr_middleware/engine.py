@@ -85,6 +85,8 @@ class Engine:
             if inspect.isawaitable(principal):
                 principal = await principal
             self.endpoint.check_principal(principal, request)
+            if route == "status":
+                return _json_response(await self.astatus())
             immediate = self._immediate(route, request)
             if immediate is not None:
                 return immediate
@@ -97,19 +99,27 @@ class Engine:
 
     def _immediate(self, route: str, request: HttpRequest) -> HttpResponse | None:
         if route == "status":
-            return HttpResponse(200, [("content-type", "application/json")],
-                                json.dumps(self.status()).encode())
+            return _json_response(self.status())
         if route == "models" or route.startswith("models/"):
             return self.endpoint.models(route)
         return None
 
     def status(self) -> dict[str, Any]:
-        """A snapshot of health: cooldowns and breaker states of providers and targets."""
-        now = self.clock()
+        """A snapshot of health: cooldowns, breakers and latency of providers and targets."""
+        return self._status(self.store.snapshot(self._status_keys(), self.clock()))
+
+    async def astatus(self) -> dict[str, Any]:
+        """:meth:`status` for async code (a Redis store is read without blocking the loop)."""
+        return self._status(await self.store.asnapshot(self._status_keys(), self.clock()))
+
+    def _status_keys(self) -> list[str]:
         keys = list(self.config.providers)
         for alias in self.config.models.values():
             keys += [f"{t.provider}/{t.model}" for t in alias.targets]
-        snapshot = self.store.snapshot(keys, now)
+        return keys
+
+    def _status(self, snapshot: Mapping[str, KeyHealth]) -> dict[str, Any]:
+        now = self.clock()
         providers: dict[str, Any] = {}
         for name, provider in self.config.providers.items():
             providers[name] = {"kind": provider.kind, **_health_entry(snapshot.get(name), now)}
@@ -133,6 +143,10 @@ class Engine:
         closer = getattr(self.store, "aclose", None)
         if closer is not None:
             await closer()
+
+
+def _json_response(data: Any) -> HttpResponse:
+    return HttpResponse(200, [("content-type", "application/json")], json.dumps(data).encode())
 
 
 def _store_for(config: Config, sender: object) -> HealthStore:
