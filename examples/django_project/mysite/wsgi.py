@@ -1,0 +1,11 @@
+"""WSGI entry point: ``gunicorn mysite.wsgi:application`` (use threads: ``-k gthread``)."""
+
+from __future__ import annotations
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+
+application = get_wsgi_application()
