@@ -190,6 +190,12 @@ class Flow:
         self.skipped: dict[str, Unavailable] = {}
         # rate-limited targets this request could wait for: key -> (target, accepts again at)
         self.waits: dict[str, tuple[Target, float]] = {}
+        self.queue: list[Target] = []  # untried targets, in the order they will be tried
+        self.tries: dict[str, int] = {}
+        # retryable (5xx) targets with tries left: retried once no untried target is left
+        self.retryable: dict[str, tuple[Target, Failure]] = {}
+        self.waited: set[str] = set()
+        self.min_context: int | None = None  # after a context-length failure: windows above
 
     def run(self) -> FlowGenerator:
         started = self.clock()
@@ -216,11 +222,6 @@ class Flow:
             ),
         )
         self.queue = self._ordered(list(req.plan.targets))
-        self.tries: dict[str, int] = {}
-        # retryable (5xx) targets with tries left: retried once no untried target is left
-        self.retryable: dict[str, tuple[Target, Failure]] = {}
-        self.waited: set[str] = set()
-        self.min_context: int | None = None
         previous: Target | None = None
         while True:
             target = yield from self._choose(deadline)
