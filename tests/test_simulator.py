@@ -904,7 +904,9 @@ def test_public_names() -> None:
     assert sorted(simulator.__all__) == [
         "Fault",
         "RecordedRequest",
+        "SimulatedAnthropic",
         "SimulatedConnectionAbort",
+        "SimulatedGemini",
         "SimulatedProvider",
         "SimulatedServer",
         "closed_port",

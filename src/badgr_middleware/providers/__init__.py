@@ -14,6 +14,18 @@ __all__ = ["StreamTranslator", "UpstreamRequest", "Wire", "wire_for"]
 
 def wire_for(provider: ProviderConfig) -> Wire:
     """The wire format that speaks to ``provider``, by its ``kind``."""
+    if provider.kind == "anthropic":
+        from .anthropic import AnthropicWire
+
+        return AnthropicWire(provider)
+    if provider.kind == "gemini":
+        from .gemini import GeminiWire
+
+        return GeminiWire(provider)
+    if provider.kind == "azure":
+        from .azure import AzureOpenAI
+
+        return AzureOpenAI(provider)
     from .openai import OpenAICompatible
 
     return OpenAICompatible(provider)

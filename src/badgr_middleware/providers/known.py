@@ -8,11 +8,11 @@ from types import MappingProxyType
 
 __all__ = ["IMPLEMENTED_KINDS", "KINDS", "KNOWN_PROVIDERS", "KnownProvider"]
 
-KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini")
+KINDS: tuple[str, ...] = ("openai", "anthropic", "gemini", "azure")
 """Wire formats the configuration schema accepts."""
 
-IMPLEMENTED_KINDS: frozenset[str] = frozenset({"openai"})
-"""Wire formats this version can route to."""
+IMPLEMENTED_KINDS: frozenset[str] = frozenset(KINDS)
+"""Wire formats this version can route to (all of them)."""
 
 
 @dataclass(frozen=True)

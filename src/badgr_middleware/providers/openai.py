@@ -138,26 +138,60 @@ class OpenAIStream:
         self._saw_finish = False
 
     def feed(self, chunk: bytes) -> bytes:
-        out, events = self._scanner.feed(chunk)
+        out, parsed = self._scanner.feed_simple(chunk)
+        if parsed is None:  # only one-line `data: ` events
+            if b"error" not in out and b'"usage"' not in out:
+                self._feed_plain(out)
+                return out
+            parsed = SSEScanner().feed(out)[1]  # whole events: read them one by one
+        events = parsed
+        if not events:
+            return out
+        # One search of the whole chunk rules out what most events never carry, so a plain
+        # content event costs a prefix check; the per-event checks run only when it might.
+        may_error = b"error" in out
+        may_finish = not self._saw_finish and (
+            b'"finish_reason":"' in out or b'"finish_reason": "' in out
+        )
+        may_usage = b'"usage":{' in out or b'"usage": {' in out
         for event in events:
             data = event.data
             if data.startswith(_DONE):
                 self.finished = True
                 continue
-            if b'"error"' in data or event.event == b"error":
+            if may_error and (b'"error"' in data or event.event == b"error"):
                 failure = self._error(data)
                 if failure is not None:
                     self.error = failure
                     self.error_in_band = True
-                    return out[: event.end]  # the error event ends the stream
-            if not self._saw_finish and (
+                    # the error event ends the stream; upstreams sometimes quote their key
+                    return self._scrub_bytes(out[: event.end])
+            if may_finish and not self._saw_finish and (
                 b'"finish_reason":"' in data or b'"finish_reason": "' in data
             ):
                 self._saw_finish = True
-            if b'"usage":{' in data or b'"usage": {' in data:
+            if may_usage and (b'"usage":{' in data or b'"usage": {' in data):
                 self._read_usage(data)
             self.started = True
         return out
+
+    def _feed_plain(self, out: bytes) -> None:
+        """:meth:`feed` for whole one-line ``data: `` events with no error and no usage."""
+        events = out.count(b"\n\n")
+        done = out.startswith(b"data: [DONE]") + out.count(b"\n\ndata: [DONE]")
+        if done:
+            self.finished = True
+        if done < events:
+            self.started = True
+            if not self._saw_finish and (
+                b'"finish_reason":"' in out or b'"finish_reason": "' in out
+            ):
+                self._saw_finish = True
+
+    def _scrub_bytes(self, data: bytes) -> bytes:
+        text = data.decode("utf-8", "replace")
+        scrubbed = self._scrub(text)
+        return data if scrubbed == text else scrubbed.encode()
 
     def close(self) -> bytes:
         """Call at the end of the upstream body; returns any bytes still to send."""

@@ -8,20 +8,25 @@ Used by ``badgr demo``, by badgr's own tests, and by yours::
     with SimulatedServer(provider) as server:
         ...  # point a client or badgr at server.base_url
 
-See docs/simulator.md for every fault spec.
+``SimulatedAnthropic`` and ``SimulatedGemini`` are fakes of the native Anthropic and Gemini
+APIs that validate requests as the real ones do. See docs/simulator.md for every fault spec.
 """
 
 from __future__ import annotations
 
+from .anthropic import SimulatedAnthropic
 from .exchange import SimulatedConnectionAbort
 from .faults import Fault, parse_fault
+from .gemini import SimulatedGemini
 from .provider import RecordedRequest, SimulatedProvider
 from .server import SimulatedServer, closed_port
 
 __all__ = [
     "Fault",
     "RecordedRequest",
+    "SimulatedAnthropic",
     "SimulatedConnectionAbort",
+    "SimulatedGemini",
     "SimulatedProvider",
     "SimulatedServer",
     "closed_port",
