@@ -35,9 +35,18 @@ class Step:
 
 
 def rec(keys: str | list[str], ok: bool, t: float, changes: list[Change] | None = None, *,
-        ttfb: float | None = None, total: float | None = None) -> Step:
+        ttfb: float | None = None, total: float | None = None, kind: str | None = None,
+        status: int | None = None) -> Step:
     keys = [keys] if isinstance(keys, str) else keys
-    return Step("record", (keys, ok, t, ttfb, total), changes or [])
+    return Step("record", (keys, ok, t, ttfb, total, kind, status), changes or [])
+
+
+def stats(keys: str | list[str], t: float, expect: dict[str, tuple[Any, ...]]) -> Step:
+    """A snapshot with request statistics: key -> (breaker, served, failed, {minute offset:
+    (successes, failures)} for the non-empty minutes of the history, last error as (kind,
+    status, at) or None)."""
+    keys = [keys] if isinstance(keys, str) else keys
+    return Step("stats", (keys, t), expect)
 
 
 def adm(key: str, t: float, admitted: bool, changes: list[Change] | None = None) -> Step:
@@ -263,6 +272,35 @@ SCENARIOS = [
     ]),
     Scenario("the same key twice in one record", {"consecutive_failures": 2, "open_for": 5}, [
         rec([T, T], False, 0, [(T, "open", "failures", 5)]),
+        stats(T, 0, {T: ("open", 0, 1, {0: (0, 1)}, ("failure", None, 0))}),  # counted once
+    ]),
+    Scenario("request statistics: totals, minutes, last error", {"consecutive_failures": 100}, [
+        stats([T, P], 0, {}),
+        rec([T, P], True, 1, ttfb=0.5, total=1.0),
+        rec([T, P], True, 2),
+        rec([T, P], False, 3.25, kind="server_error", status=503),
+        rec(T, False, 61, kind="bad_response"),  # the next minute; status unknown
+        snap([T, P], 61, {T: health(latency=(0.5, 0.0, 1.0, 1)), P: health()}),  # no stats
+        stats([T, P, T2], 61, {
+            T: ("closed", 2, 2, {-1: (2, 1), 0: (0, 1)}, ("bad_response", None, 61)),
+            P: ("closed", 2, 1, {-1: (2, 1)}, ("server_error", 503, 3.25)),
+        }),
+        rec(P, True, 119.9),
+        stats(P, 119.9, {P: ("closed", 3, 1, {-1: (2, 1), 0: (1, 0)},
+                             ("server_error", 503, 3.25))}),
+        # an hour later the old minutes are out of the history, the totals stay
+        rec(P, False, 3600 + 30, kind="timeout"),
+        stats(P, 3600 + 59, {P: ("closed", 3, 2, {-59: (1, 0), 0: (0, 1)},
+                                 ("timeout", None, 3630))}),
+        stats(P, 3600 + 120 + 59, {P: ("closed", 3, 2, {-2: (0, 1)}, ("timeout", None, 3630))}),
+    ]),
+    Scenario("request statistics beside cooldowns and open breakers",
+             {"consecutive_failures": 1, "open_for": 5}, [
+        cool(T2, 30, "rate_limited"),
+        stats(T2, 1, {T2: ("closed", 0, 0, {}, None)}),
+        rec(T2, False, 2, [(T2, "open", "failures", 7)], kind="connect_error"),
+        rec(T2, True, 3),  # ignored by the open breaker, still a result served
+        stats(T2, 3, {T2: ("open", 1, 1, {0: (1, 1)}, ("connect_error", None, 2))}),
     ]),
 ]
 
@@ -286,6 +324,18 @@ def _comparable(op: str, result: Any, base: float) -> Any:
         return _changes(result, base)
     if op == "admit":
         return (result[0], _changes(result[1], base))
+    if op == "stats":
+        minute = None
+        out = {}
+        for key, h in result.items():
+            minute = len(h.history) - 1
+            minutes = {m - minute: tuple(c) for m, c in enumerate(h.history) if c != (0, 0)}
+            error = None
+            if h.last_error is not None:
+                e = h.last_error
+                error = (e.kind, e.status, _rel(e.at, base))
+            out[key] = (h.breaker, h.served, h.failed, minutes, error)
+        return out
     if op == "snapshot":
         out = {}
         for key, h in result.items():
@@ -302,8 +352,8 @@ def _comparable(op: str, result: Any, base: float) -> Any:
 
 def _absolute(step: Step, base: float) -> tuple[Any, ...]:
     if step.op == "record":
-        keys, ok, t, ttfb, total = step.args
-        return (keys, ok, base + t, ttfb, total)
+        keys, ok, t, ttfb, total, kind, status = step.args
+        return (keys, ok, base + t, ttfb, total, kind, status)
     if step.op == "cooldown":
         key, until, kind = step.args
         return (key, base + until, kind)
@@ -314,7 +364,10 @@ def _absolute(step: Step, base: float) -> tuple[Any, ...]:
 def run_sync(store: Any, scenario: Scenario, base: float) -> list[Any]:
     results = []
     for number, step in enumerate(scenario.steps):
-        result = getattr(store, step.op)(*_absolute(step, base))
+        if step.op == "stats":
+            result = store.snapshot(*_absolute(step, base), stats=True)
+        else:
+            result = getattr(store, step.op)(*_absolute(step, base))
         results.append(result)
         assert _comparable(step.op, result, base) == step.expect, f"step {number}: {step}"
     return results
@@ -323,7 +376,10 @@ def run_sync(store: Any, scenario: Scenario, base: float) -> list[Any]:
 async def run_async(store: Any, scenario: Scenario, base: float) -> list[Any]:
     results = []
     for number, step in enumerate(scenario.steps):
-        result = await getattr(store, "a" + step.op)(*_absolute(step, base))
+        if step.op == "stats":
+            result = await store.asnapshot(*_absolute(step, base), stats=True)
+        else:
+            result = await getattr(store, "a" + step.op)(*_absolute(step, base))
         results.append(result)
         assert _comparable(step.op, result, base) == step.expect, f"step {number}: {step}"
     return results
@@ -395,4 +451,4 @@ async def test_scenario_async(backend: str, scenario: Scenario, new_store: Any,
 
 def test_table_covers_every_operation() -> None:
     ops = {step.op for scenario in SCENARIOS for step in scenario.steps}
-    assert ops == {"record", "admit", "cooldown", "snapshot"}
+    assert ops == {"record", "admit", "cooldown", "snapshot", "stats"}

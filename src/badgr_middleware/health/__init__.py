@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from .latency import LatencyStats
 from .memory import MemoryHealthStore
-from .store import HealthStore, KeyHealth
+from .store import ErrorInfo, HealthStore, KeyHealth
 
-__all__ = ["HealthStore", "KeyHealth", "LatencyStats", "MemoryHealthStore"]
+__all__ = ["ErrorInfo", "HealthStore", "KeyHealth", "LatencyStats", "MemoryHealthStore"]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..signals import CircuitChanged
 from . import breaker
 from .latency import LatencyStats, update
-from .store import KeyHealth
+from .store import HISTORY_MINUTES, STATS_TTL, ErrorInfo, KeyHealth
 
 if TYPE_CHECKING:
     from ..config import BreakerPolicy
@@ -30,8 +30,11 @@ class MemoryHealthStore:
         self._cooldowns: dict[str, tuple[float, str]] = {}
         self._breakers: dict[str, breaker.BreakerState] = {}
         self._latency: dict[str, LatencyStats] = {}
+        self._stats: dict[str, _Stats] = {}
 
-    def snapshot(self, keys: Sequence[str], now: float) -> dict[str, KeyHealth]:
+    def snapshot(
+        self, keys: Sequence[str], now: float, *, stats: bool = False
+    ) -> dict[str, KeyHealth]:
         out: dict[str, KeyHealth] = {}
         with self._lock:
             for key in keys:
@@ -41,23 +44,32 @@ class MemoryHealthStore:
                     cooldown = None
                 state = self._breakers.get(key)
                 latency = self._latency.get(key)
-                if cooldown is None and state is None and latency is None:
+                counted = self._stats.get(key) if stats else None
+                if counted is not None and now >= counted.written + STATS_TTL:
+                    del self._stats[key]
+                    counted = None
+                if cooldown is None and state is None and latency is None and counted is None:
                     continue
-                out[key] = KeyHealth(
+                health = KeyHealth(
                     cooldown[0] if cooldown else None,
                     cooldown[1] if cooldown else None,
                     _visible_state(state, now, self.policy),
                     breaker.open_until(state, self.policy) if state else None,
                     latency,
                 )
+                if counted is not None:
+                    health = counted.into(health, now)
+                out[key] = health
         return out
 
     def record(
         self, keys: Sequence[str], ok: bool, now: float, ttfb: float | None = None,
-        total: float | None = None,
+        total: float | None = None, kind: str | None = None, status: int | None = None,
     ) -> list[CircuitChanged]:
         changes: list[CircuitChanged] = []
         with self._lock:
+            for key in dict.fromkeys(keys):  # statistics count a result once per key
+                self._stats.setdefault(key, _Stats()).add(ok, now, kind, status)
             for key in keys:
                 state = self._breakers.get(key, breaker.BreakerState())
                 state, transition = breaker.record(state, ok, now, self.policy)
@@ -93,21 +105,78 @@ class MemoryHealthStore:
             self._cooldowns.clear()
             self._breakers.clear()
             self._latency.clear()
+            self._stats.clear()
 
-    async def asnapshot(self, keys: Sequence[str], now: float) -> dict[str, KeyHealth]:
-        return self.snapshot(keys, now)
+    # -- official status pages (a process polls for itself) --------------------------------------
+
+    def official_lease(self, owner: str, seconds: float) -> bool:
+        """Whether ``owner`` should poll the official status pages now: always, in-process."""
+        return True
+
+    def set_official(self, data: str, seconds: float) -> None:
+        self._official = data
+
+    def get_official(self) -> str | None:
+        return getattr(self, "_official", None)
+
+    async def asnapshot(
+        self, keys: Sequence[str], now: float, *, stats: bool = False
+    ) -> dict[str, KeyHealth]:
+        return self.snapshot(keys, now, stats=stats)
 
     async def arecord(
         self, keys: Sequence[str], ok: bool, now: float, ttfb: float | None = None,
-        total: float | None = None,
+        total: float | None = None, kind: str | None = None, status: int | None = None,
     ) -> list[CircuitChanged]:
-        return self.record(keys, ok, now, ttfb, total)
+        return self.record(keys, ok, now, ttfb, total, kind, status)
 
     async def acooldown(self, key: str, until: float, kind: str) -> None:
         self.cooldown(key, until, kind)
 
     async def aadmit(self, key: str, now: float) -> tuple[bool, list[CircuitChanged]]:
         return self.admit(key, now)
+
+
+class _Stats:
+    """Request statistics of one key: totals, per-minute counts and the last error."""
+
+    __slots__ = ("buckets", "failed", "last_error", "served", "written")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, list[int]] = {}  # minute -> [successes, failures]
+        self.served = 0
+        self.failed = 0
+        self.last_error: ErrorInfo | None = None
+        self.written = -STATS_TTL
+
+    def add(self, ok: bool, now: float, kind: str | None, status: int | None) -> None:
+        if now >= self.written + STATS_TTL:  # expired, as a Redis key would have
+            self.buckets.clear()
+            self.served = self.failed = 0
+            self.last_error = None
+        minute = int(now // 60)
+        for old in [m for m in self.buckets if m <= minute - HISTORY_MINUTES]:
+            del self.buckets[old]
+        self.buckets.setdefault(minute, [0, 0])[0 if ok else 1] += 1
+        if ok:
+            self.served += 1
+        else:
+            self.failed += 1
+            self.last_error = ErrorInfo(kind or "failure", status, now)
+        self.written = now
+
+    def into(self, health: KeyHealth, now: float) -> KeyHealth:
+        minute = int(now // 60)
+        history = tuple(
+            tuple(self.buckets.get(m, (0, 0))) for m in range(minute - HISTORY_MINUTES + 1,
+                                                              minute + 1)
+        )
+        return KeyHealth(
+            health.cooldown_until, health.cooldown_kind, health.breaker, health.open_until,
+            health.latency, self.served, self.failed,
+            history,  # type: ignore[arg-type]
+            self.last_error,
+        )
 
 
 def _visible_state(state: breaker.BreakerState | None, now: float, policy: BreakerPolicy) -> str:

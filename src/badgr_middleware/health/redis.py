@@ -20,6 +20,7 @@ success emits ``store_recovered``. The URL (which may hold a password) is kept i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
@@ -40,7 +41,7 @@ from ..signals import CircuitChanged, StoreChanged
 from . import breaker
 from .latency import ALPHA, LatencyStats
 from .memory import MemoryHealthStore
-from .store import KeyHealth
+from .store import HISTORY_MINUTES, STATS_TTL, ErrorInfo, KeyHealth
 
 if TYPE_CHECKING:
     from ..config import BreakerPolicy
@@ -75,12 +76,16 @@ local function floordiv(v, w)
 end
 """
 
-# KEYS: (cooldown, breaker, latency) hash of each key. ARGV: now, open_for.
-# Returns one row per key: until, kind, visible state, open_until, ttfb, ttfb_var, total, samples.
+# KEYS: (cooldown, breaker, latency[, stats]) hash of each key. ARGV: now, open_for, stats
+# ('1' to read the statistics hashes too). Returns one row per key: until, kind, visible state,
+# open_until, ttfb, ttfb_var, total, samples[, the statistics hash as a flat field/value list].
 _SNAPSHOT = _HELPERS + """
 local now, open_for = tonumber(ARGV[1]), tonumber(ARGV[2])
+local stats = ARGV[3] == '1'
+local step = 3
+if stats then step = 4 end
 local out = {}
-for i = 1, #KEYS, 3 do
+for i = 1, #KEYS, step do
   local row = {false, false, false, false, false, false, false, false}
   local cd = redis.call('HMGET', KEYS[i], 'until', 'kind')
   if cd[1] and tonumber(cd[1]) > now then row[1] = cd[1]; row[2] = cd[2] end
@@ -96,14 +101,17 @@ for i = 1, #KEYS, 3 do
   end
   local lat = redis.call('HMGET', KEYS[i + 2], 'ttfb', 'ttfb_var', 'total', 'samples')
   if lat[4] then row[5] = lat[1]; row[6] = lat[2]; row[7] = lat[3]; row[8] = lat[4] end
+  if stats then row[9] = redis.call('HGETALL', KEYS[i + 3]) end
   out[#out + 1] = row
 end
 return out
 """
 
-# KEYS: breaker hash of each of n keys, then the first key's latency hash.
+# KEYS: breaker hash of each of n keys, then the first key's latency hash, then the statistics
+# hash of each of the n keys.
 # ARGV: ok, now, consecutive_failures, failure_rate, min_requests, window, buckets, breaker ttl
-# (ms), n, ttfb ('' if none), total ('' if none), alpha, latency ttl (ms).
+# (ms), n, ttfb ('' if none), total ('' if none), alpha, latency ttl (ms), failure kind ('' if
+# none), failure status ('' if none), statistics ttl (ms), history minutes.
 # Returns each key's transition ('open', 'closed' or nil).
 _RECORD = _HELPERS + """
 local ok, now = ARGV[1] == '1', tonumber(ARGV[2])
@@ -187,6 +195,33 @@ if ARGV[10] ~= '' or ARGV[11] ~= '' then
   redis.call('HSET', key, 'ttfb', num(mean), 'ttfb_var', num(var), 'total', num(whole),
              'samples', samples + 1)
   redis.call('PEXPIRE', key, ARGV[13])
+end
+-- request statistics: totals, per-minute counts (older ones deleted) and the last error
+local minute, history = floordiv(now, 60), tonumber(ARGV[17])
+local seen = {}
+for i = 1, n do
+  local key = KEYS[n + 1 + i]
+  if not seen[key] then
+    seen[key] = true
+    local stale = {}
+    for _, field in ipairs(redis.call('HKEYS', key)) do
+      local at = string.match(field, '^[sf]:(%-?%d+)$')
+      if at and tonumber(at) <= minute - history then stale[#stale + 1] = field end
+    end
+    if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+    local m = string.format('%.0f', minute)
+    if ok then
+      redis.call('HINCRBY', key, 'served', 1)
+      redis.call('HINCRBY', key, 's:' .. m, 1)
+    else
+      local kind = ARGV[14]
+      if kind == '' then kind = 'failure' end
+      redis.call('HINCRBY', key, 'failed', 1)
+      redis.call('HINCRBY', key, 'f:' .. m, 1)
+      redis.call('HSET', key, 'ek', kind, 'es', ARGV[15], 'ea', num(now))
+    end
+    redis.call('PEXPIRE', key, ARGV[16])
+  end
 end
 return out
 """
@@ -273,6 +308,7 @@ class RedisHealthStore:
         )
         self._admit_args = (policy.open_for, policy.half_open_probes, breaker_ttl)
         self._latency_args = (ALPHA, math.ceil(LATENCY_TTL * 1000))
+        self._stats_args = (math.ceil(STATS_TTL * 1000), HISTORY_MINUTES)
         self._client: redis.Redis = self._connect(redis.Redis)
         self._scripts = _Scripts(self._client)
         self._aclients: weakref.WeakKeyDictionary[
@@ -290,31 +326,34 @@ class RedisHealthStore:
 
     # -- sync ---------------------------------------------------------------------------------
 
-    def snapshot(self, keys: Sequence[str], now: float) -> dict[str, KeyHealth]:
-        """Every key's cooldown, breaker and latency, read in one script."""
+    def snapshot(
+        self, keys: Sequence[str], now: float, *, stats: bool = False
+    ) -> dict[str, KeyHealth]:
+        """Every key's cooldown, breaker and latency (and statistics), read in one script."""
         keys = list(keys)
         if not keys:
             return {}
-        names, args = self._snapshot_call(keys, now)
+        names, args = self._snapshot_call(keys, now, stats)
         return self._run(
             "snapshot", names, args,
-            lambda raw: _parse_snapshot(keys, raw),
-            lambda: self._local.snapshot(keys, now),
+            lambda raw: _parse_snapshot(keys, raw, now),
+            lambda: self._local.snapshot(keys, now, stats=stats),
         )
 
     def record(
         self, keys: Sequence[str], ok: bool, now: float, ttfb: float | None = None,
-        total: float | None = None,
+        total: float | None = None, kind: str | None = None, status: int | None = None,
     ) -> list[CircuitChanged]:
-        """Count one result on every key's breaker (and the first key's latency) atomically."""
+        """Count one result on every key's breaker and statistics (and the first key's
+        latency) atomically."""
         keys = list(keys)
         if not keys:
             return []
-        names, args = self._record_call(keys, ok, now, ttfb, total)
+        names, args = self._record_call(keys, ok, now, ttfb, total, kind, status)
         return self._run(
             "record", names, args,
             lambda raw: self._parse_record(keys, now, raw),
-            lambda: self._local.record(keys, ok, now, ttfb, total),
+            lambda: self._local.record(keys, ok, now, ttfb, total, kind, status),
         )
 
     def cooldown(self, key: str, until: float, kind: str) -> None:
@@ -348,35 +387,63 @@ class RedisHealthStore:
         if batch:
             self._client.delete(*batch)
 
+    # -- official status pages: one worker polls for all -----------------------------------------
+
+    def official_lease(self, owner: str, seconds: float) -> bool:
+        """Take the poll lease for ``seconds`` (``SET NX PX``): True for the one worker that
+        should poll the official status pages now. Without Redis, every worker polls."""
+        name = f"{self.key_prefix}official:lease"
+        try:
+            return bool(self._client.set(name, owner, nx=True, px=max(1, int(seconds * 1000))))
+        except _ERRORS:
+            return True
+
+    def set_official(self, data: str, seconds: float) -> None:
+        """Share the official statuses (JSON) for ``seconds``."""
+        self._local.set_official(data, seconds)
+        with contextlib.suppress(*_ERRORS):
+            self._client.set(f"{self.key_prefix}official", data,
+                             px=max(1, int(seconds * 1000)))
+
+    def get_official(self) -> str | None:
+        """The official statuses last shared by any worker (or polled here, without Redis)."""
+        try:
+            value = self._client.get(f"{self.key_prefix}official")
+        except _ERRORS:
+            return self._local.get_official()
+        return None if value is None else str(value)
+
     def close(self) -> None:
         """Close the sync client's connections (async clients: see :meth:`aclose`)."""
         self._client.close()
 
     # -- async --------------------------------------------------------------------------------
 
-    async def asnapshot(self, keys: Sequence[str], now: float) -> dict[str, KeyHealth]:
+    async def asnapshot(
+        self, keys: Sequence[str], now: float, *, stats: bool = False
+    ) -> dict[str, KeyHealth]:
         keys = list(keys)
         if not keys:
             return {}
-        names, args = self._snapshot_call(keys, now)
+        names, args = self._snapshot_call(keys, now, stats)
         return await self._arun(
             "snapshot", names, args,
-            lambda raw: _parse_snapshot(keys, raw),
-            lambda: self._local.snapshot(keys, now),
+            lambda raw: _parse_snapshot(keys, raw, now),
+            lambda: self._local.snapshot(keys, now, stats=stats),
         )
 
     async def arecord(
         self, keys: Sequence[str], ok: bool, now: float, ttfb: float | None = None,
-        total: float | None = None,
+        total: float | None = None, kind: str | None = None, status: int | None = None,
     ) -> list[CircuitChanged]:
         keys = list(keys)
         if not keys:
             return []
-        names, args = self._record_call(keys, ok, now, ttfb, total)
+        names, args = self._record_call(keys, ok, now, ttfb, total, kind, status)
         return await self._arun(
             "record", names, args,
             lambda raw: self._parse_record(keys, now, raw),
-            lambda: self._local.record(keys, ok, now, ttfb, total),
+            lambda: self._local.record(keys, ok, now, ttfb, total, kind, status),
         )
 
     async def acooldown(self, key: str, until: float, kind: str) -> None:
@@ -403,19 +470,23 @@ class RedisHealthStore:
 
     # -- calls --------------------------------------------------------------------------------
 
-    def _snapshot_call(self, keys: list[str], now: float) -> _Call:
+    def _snapshot_call(self, keys: list[str], now: float, stats: bool = False) -> _Call:
         p = self.key_prefix
-        names = [name for key in keys for name in (f"{p}cd:{key}", f"{p}br:{key}", f"{p}lat:{key}")]
-        return names, (now, self.policy.open_for)
+        kinds = ("cd", "br", "lat", "st") if stats else ("cd", "br", "lat")
+        names = [f"{p}{kind}:{key}" for key in keys for kind in kinds]
+        return names, (now, self.policy.open_for, "1" if stats else "0")
 
     def _record_call(
-        self, keys: list[str], ok: bool, now: float, ttfb: float | None, total: float | None
+        self, keys: list[str], ok: bool, now: float, ttfb: float | None, total: float | None,
+        kind: str | None = None, status: int | None = None,
     ) -> _Call:
         p = self.key_prefix
-        names = [f"{p}br:{key}" for key in keys] + [f"{p}lat:{keys[0]}"]
+        names = ([f"{p}br:{key}" for key in keys] + [f"{p}lat:{keys[0]}"]
+                 + [f"{p}st:{key}" for key in keys])
         args = (
             int(ok), now, *self._record_args, len(keys),
             "" if ttfb is None else ttfb, "" if total is None else total, *self._latency_args,
+            kind or "", "" if status is None else status, *self._stats_args,
         )
         return names, args
 
@@ -529,13 +600,14 @@ class RedisHealthStore:
         signals.emit(signal, self if self._sender is None else self._sender, event)
 
 
-def _parse_snapshot(keys: list[str], raw: list[Any]) -> dict[str, KeyHealth]:
+def _parse_snapshot(keys: list[str], raw: list[Any], now: float) -> dict[str, KeyHealth]:
     out: dict[str, KeyHealth] = {}
     for key, row in zip(keys, raw, strict=False):
-        until, kind, state, open_until, ttfb, var, total, samples = row
-        if until is None and state is None and samples is None:
+        until, kind, state, open_until, ttfb, var, total, samples = row[:8]
+        flat = row[8] if len(row) > 8 and row[8] else None
+        if until is None and state is None and samples is None and flat is None:
             continue
-        out[key] = KeyHealth(
+        health = KeyHealth(
             None if until is None else float(until),
             kind if until is not None else None,
             state or breaker.CLOSED,
@@ -543,7 +615,27 @@ def _parse_snapshot(keys: list[str], raw: list[Any]) -> dict[str, KeyHealth]:
             None if samples is None
             else LatencyStats(float(ttfb), float(var), float(total), int(samples)),
         )
+        if flat is not None:
+            health = _with_stats(health, dict(zip(flat[::2], flat[1::2], strict=True)), now)
+        out[key] = health
     return out
+
+
+def _with_stats(health: KeyHealth, h: dict[str, str], now: float) -> KeyHealth:
+    """``health`` with the request statistics read from a ``st:`` hash."""
+    minute = int(now // 60)
+    history = tuple(
+        (int(h.get(f"s:{m}", 0)), int(h.get(f"f:{m}", 0)))
+        for m in range(minute - HISTORY_MINUTES + 1, minute + 1)
+    )
+    last_error = None
+    if "ek" in h:
+        status = h.get("es") or None
+        last_error = ErrorInfo(h["ek"], None if status is None else int(status), float(h["ea"]))
+    return KeyHealth(
+        health.cooldown_until, health.cooldown_kind, health.breaker, health.open_until,
+        health.latency, int(h.get("served", 0)), int(h.get("failed", 0)), history, last_error,
+    )
 
 
 def _parse_admit(key: str, raw: list[Any]) -> tuple[bool, list[CircuitChanged]]:
