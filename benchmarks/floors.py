@@ -33,7 +33,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 CLIENTS = ("httpx", "httpx-aiohttp", "aiohttp")
-POOL_SIZE = 100  # upstream connections per process: comfortably above 64 concurrent requests
+# upstream connections per process: comfortably above 64 concurrent requests (0: no limit,
+# for the memory-per-1,000-streams measurement; set with --pool or BENCH_POOL_SIZE)
+POOL_SIZE = int(os.environ.get("BENCH_POOL_SIZE", "100"))
 KEEPALIVE_SECONDS = 30.0
 TIMEOUT_SECONDS = 30.0
 REQUEST_HEADERS = {"content-type": "application/json"}
@@ -200,7 +202,9 @@ def main() -> None:
     parser.add_argument("--upstream", default=Config.upstream, help="base URL of the upstream")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8002)
+    parser.add_argument("--pool", type=int, default=POOL_SIZE, help="upstream connections")
     args = parser.parse_args()
+    globals()["POOL_SIZE"] = args.pool
     Config.client = args.client
     Config.upstream = args.upstream
     uvicorn.run(

@@ -57,6 +57,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of several processes (a gunicorn arbiter and its worker, say)."""
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
 def percentile(sorted_values: list[float], pct: float) -> float:
     """Nearest-rank percentile of an ascending list (0.0 when empty)."""
     if not sorted_values:
@@ -75,6 +80,12 @@ class PhaseStats:
     first_error: str = ""
 
 
+class Expect:
+    """What a valid answer looks like (``--expect-status``): 200 unless told otherwise."""
+
+    status = 200
+
+
 async def _one_request(
     session: aiohttp.ClientSession, url: str, stream: bool, stats: PhaseStats | None
 ) -> None:
@@ -86,7 +97,9 @@ async def _one_request(
             first = await resp.content.readany()
             ttfb = time.perf_counter() - start
             body = first + await resp.content.read()
-            ok = resp.status == 200 and (body.endswith(DONE) if stream else body[:1] == b"{")
+            ok = resp.status == Expect.status and (
+                body.endswith(DONE) if stream and resp.status == 200 else body[:1] == b"{"
+            )
             if not ok:
                 raise ValueError(f"bad response: status {resp.status}, {len(body)} bytes")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -134,7 +147,7 @@ async def run_phase(
     requests: int,
     seconds: float,
     warmup: int,
-    pid: int | None,
+    pid: list[int] | None,
     upstream_pid: int | None,
 ) -> dict[str, Any]:
     """Warm up, then measure one phase; returns a JSON-able summary (times in ms)."""
@@ -143,12 +156,12 @@ async def run_phase(
         url, concurrency, stream, max(warmup, concurrency), min(seconds, WARMUP_MAX_SECONDS), None
     )
     stats = PhaseStats()
-    server_cpu0 = cpu_seconds(pid) if pid else 0.0
+    server_cpu0 = tree_cpu_seconds(pid) if pid else 0.0
     upstream_cpu0 = cpu_seconds(upstream_pid) if upstream_pid else 0.0
     own_cpu0 = time.process_time()
     issued, elapsed = await _drive(url, concurrency, stream, requests, seconds, stats)
     own_cpu = time.process_time() - own_cpu0
-    server_cpu = cpu_seconds(pid) - server_cpu0 if pid else None
+    server_cpu = tree_cpu_seconds(pid) - server_cpu0 if pid else None
     upstream_cpu = cpu_seconds(upstream_pid) - upstream_cpu0 if upstream_pid else None
     done = len(stats.latencies)
     lat = sorted(stats.latencies)
@@ -202,9 +215,17 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="max seconds per phase")
     parser.add_argument("--warmup", type=int, default=100, help="uncounted requests first")
-    parser.add_argument("--pid", type=int, help="server process to charge CPU time to")
+    parser.add_argument("--pid", type=int, action="append",
+                        help="server process to charge CPU time to (repeatable: summed)")
+    parser.add_argument("--model", default="bench-model", help="the body's model field")
+    parser.add_argument("--expect-status", type=int, default=200, help="a valid answer's status")
     parser.add_argument("--upstream-pid", type=int, help="upstream process (CPU reported too)")
     args = parser.parse_args()
+    global BODY, STREAM_BODY
+    if args.model != "bench-model":
+        BODY = BODY.replace(b'"bench-model"', json.dumps(args.model).encode())
+        STREAM_BODY = STREAM_BODY.replace(b'"bench-model"', json.dumps(args.model).encode())
+    Expect.status = args.expect_status
     print(json.dumps(asyncio.run(run_all(args)), indent=2))
 
 

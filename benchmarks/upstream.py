@@ -2,8 +2,10 @@
 
 ``POST /v1/chat/completions`` answers with a small fixed ``chat.completion`` JSON body, or,
 when the request body contains ``"stream": true``, with a chunked ``text/event-stream`` of
-50 ``chat.completion.chunk`` events followed by ``data: [DONE]``. Every response is
-pre-encoded at import time, so the server spends almost no CPU per request.
+50 ``chat.completion.chunk`` events followed by ``data: [DONE]``.
+``POST /fail503/v1/chat/completions`` answers ``503`` with an OpenAI-style error body (the
+failing first target of the failover benchmark). Every response is pre-encoded at import
+time, so the server spends almost no CPU per request.
 
 Run: ``python benchmarks/upstream.py --port 8001 [--chunk-delay 0.02]``.
 """
@@ -109,6 +111,15 @@ NOT_FOUND_RESPONSE = (
     b"\r\n"
     b'{"error":"not found"}\n'
 )
+UNAVAILABLE_BODY = b'{"error":{"message":"overloaded","type":"server_error","code":null}}'
+UNAVAILABLE_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"content-type: application/json\r\n"
+    b"content-length: %d\r\n"
+    b"connection: keep-alive\r\n"
+    b"\r\n" % len(UNAVAILABLE_BODY)
+) + UNAVAILABLE_BODY
+FAIL_PATH = b"/fail503/v1/chat/completions"
 BAD_REQUEST_RESPONSE = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
 
@@ -212,7 +223,9 @@ class UpstreamProtocol(asyncio.Protocol):
         assert self.transport is not None
         method, _, rest = request_line.partition(b" ")
         path = rest.partition(b" ")[0]
-        if method != b"POST" or path.partition(b"?")[0] != b"/v1/chat/completions":
+        if method == b"POST" and path.partition(b"?")[0] == FAIL_PATH:
+            self.transport.write(UNAVAILABLE_RESPONSE)
+        elif method != b"POST" or path.partition(b"?")[0] != b"/v1/chat/completions":
             self.transport.write(NOT_FOUND_RESPONSE)
         elif not is_stream_request(body):
             self.transport.write(COMPLETION_RESPONSE)

@@ -154,8 +154,8 @@ def test_known_table_shape() -> None:
     assert KNOWN_PROVIDERS["ollama"] == KnownProvider(
         "openai", "http://127.0.0.1:11434/v1", None, key_required=False
     )
-    assert KINDS == ("openai", "anthropic", "gemini")
-    assert frozenset({"openai"}) == IMPLEMENTED_KINDS
+    assert KINDS == ("openai", "anthropic", "gemini", "azure")
+    assert frozenset(KINDS) == IMPLEMENTED_KINDS
     assert all(k.kind in KINDS for k in KNOWN_PROVIDERS.values())
     assert all(not k.base_url.endswith("/") for k in KNOWN_PROVIDERS.values())
     with pytest.raises(TypeError):
@@ -475,16 +475,48 @@ RULES: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
         "bad_type",
     ),
     (
-        "well-known anthropic",
-        _prov(anthropic={"api_key": "k"}),
-        "providers.anthropic.kind",
-        "kind_not_implemented",
+        "azure without api_version",
+        _prov(az={"kind": "azure", "base_url": "https://r.openai.azure.com", "api_key": "k"}),
+        "providers.az.api_version",
+        "missing_api_version",
     ),
     (
-        "custom gemini",
-        _prov(g={"kind": "gemini", "base_url": "https://g.example"}),
-        "providers.g.kind",
-        "kind_not_implemented",
+        "azure api_version not a string",
+        _prov(az={"kind": "azure", "base_url": "https://r.example", "api_version": 2024}),
+        "providers.az.api_version",
+        "bad_type",
+    ),
+    (
+        "azure empty deployment",
+        _prov(az={"kind": "azure", "base_url": "https://r.example", "api_version": "v",
+                  "deployment": ""}),
+        "providers.az.deployment",
+        "bad_value",
+    ),
+    (
+        "azure deployment with a slash",
+        _prov(az={"kind": "azure", "base_url": "https://r.example", "api_version": "v",
+                  "deployment": "a/b"}),
+        "providers.az.deployment",
+        "bad_value",
+    ),
+    (
+        "api_version on an openai provider",
+        _prov(x={"base_url": "http://h", "api_version": "2024-10-21"}),
+        "providers.x.api_version",
+        "bad_value",
+    ),
+    (
+        "bypass on a provider that is not OpenRouter",
+        _prov(openai={"api_key": "k", "bypass": True}),
+        "providers.openai.bypass",
+        "bad_bypass",
+    ),
+    (
+        "bypass not a boolean",
+        _prov(openrouter={"api_key": "k", "bypass": "yes"}),
+        "providers.openrouter.bypass",
+        "bad_type",
     ),
     ("ftp url", _prov(x={"base_url": "ftp://h/v1"}), "providers.x.base_url", "bad_base_url"),
     ("not a url", _prov(x={"base_url": "localhost:8000"}), "providers.x.base_url", "bad_base_url"),
@@ -824,7 +856,11 @@ def test_rule(label: str, make: Callable[[], dict[str, Any]], path: str, code: s
 
 
 def test_rules_cover_every_problem_code() -> None:
+    # kind_not_implemented is retired (every kind is routed now) but keeps its place
+    retired = {"kind_not_implemented"}
     covered = {code for *_, code in RULES} | {"no_inbound_auth", "bad_file", "bad_toml"}
+    covered |= {"bad_catalog"} | retired  # bad_catalog: tests/providers/test_catalog_bypass.py
+    covered |= {"bad_status_page"}  # tests/status/test_status_config.py
     assert covered == set(PROBLEM_CODES)
 
 
@@ -901,14 +937,28 @@ def test_missing_api_key_fix_names_the_env_var() -> None:
     assert 'api_key = "${DEEPSEEK_API_KEY}"' in problem.fix
 
 
-def test_kind_not_implemented_wording() -> None:
-    (problem,) = problems_of(valid(providers={"anthropic": {"api_key": "k"}}, models=None))
-    assert problem == ConfigProblem(
-        "providers.anthropic.kind",
-        "kind 'anthropic' is not supported by this version yet",
-        'use kind = "openai" with base_url set to the provider\'s OpenAI-compatible endpoint',
-        "kind_not_implemented",
+def test_native_kinds_are_accepted() -> None:
+    config = Config.from_dict(
+        valid(
+            providers={
+                "anthropic": {"api_key": "k"},
+                "gemini": {"api_key": "k"},
+                "g2": {"kind": "gemini", "base_url": "https://g.example/v1beta"},
+                "az": {"kind": "azure", "base_url": "https://r.openai.azure.com",
+                       "api_key": "k", "api_version": "2024-10-21", "deployment": "gpt4o"},
+                "openrouter": {"api_key": "k", "bypass": True},
+            },
+            models=None,
+        ),
+        env={},
     )
+    kinds = {name: p.kind for name, p in config.providers.items()}
+    assert kinds == {"anthropic": "anthropic", "gemini": "gemini", "g2": "gemini",
+                     "az": "azure", "openrouter": "openai"}
+    assert config.providers["az"].api_version == "2024-10-21"
+    assert config.providers["az"].deployment == "gpt4o"
+    assert config.providers["openrouter"].bypass is True
+    assert config.providers["anthropic"].bypass is False
 
 
 def test_anthropic_through_its_openai_compatible_endpoint_is_accepted() -> None:
@@ -1674,16 +1724,14 @@ def test_from_env_without_any_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert [p.code for p in info.value.problems] == ["no_providers"]
 
 
-def test_from_env_skips_unimplemented_kinds_with_a_warning(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_from_env_adds_native_kinds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    config = Config.from_env({"ANTHROPIC_API_KEY": FAKE_KEY, "OPENAI_API_KEY": "k"})
-    assert set(config.providers) == {"openai"}
-    skipped = [w for w in config.warnings if w.code == "kind_not_implemented"]
-    assert [w.path for w in skipped] == ["providers.anthropic.kind"]
-    assert skipped[0].severity == "warning"
-    assert FAKE_KEY not in str(skipped[0])
+    config = Config.from_env(
+        {"ANTHROPIC_API_KEY": FAKE_KEY, "OPENAI_API_KEY": "k", "GEMINI_API_KEY": "g"}
+    )
+    assert set(config.providers) == {"openai", "anthropic", "gemini"}
+    assert config.providers["anthropic"].kind == "anthropic"
+    assert not [w for w in config.warnings if w.code == "kind_not_implemented"]
 
 
 def test_from_env_loads_badgr_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,7 +35,9 @@ from badgr_middleware.errors import ApiError
 
 from .conf import AUTH_DJANGO, AUTH_KEYS, badgr_settings
 
-__all__ = ["authenticate", "authenticate_async", "needs_django", "resolve_callable"]
+__all__ = [
+    "authenticate", "authenticate_async", "needs_django", "resolve_callable", "staff_user",
+]
 
 
 def needs_django(mode: Any) -> bool:
@@ -97,6 +99,15 @@ def _call(check: Callable[..., Any], request: HttpRequest) -> Any:
     if inspect.isawaitable(principal):  # a sync callable that returned a coroutine
         raise TypeError("BADGR['auth'] returned an awaitable; declare it 'async def'")
     return principal or None
+
+
+def staff_user(request: HttpRequest) -> Any:
+    """The logged-in staff user (``is_staff``), for ``BADGR["status_auth"] = "staff"``; else
+    None. The status snapshot is only read (GET), so no CSRF check is needed."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated and user.is_active and user.is_staff:
+        return user
+    return None
 
 
 def _logged_in_user(request: HttpRequest) -> Any:

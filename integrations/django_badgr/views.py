@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from wsgiref.util import is_hop_by_hop
 
-from asgiref.sync import markcoroutinefunction
+from asgiref.sync import markcoroutinefunction, sync_to_async
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest as DjangoRequest
@@ -34,7 +34,7 @@ from badgr_middleware.errors import ApiError
 from badgr_middleware.http.endpoint import Endpoint, body_too_large, error_response
 from badgr_middleware.messages import HttpRequest, HttpResponse
 
-from .auth import authenticate, authenticate_async, needs_django
+from .auth import authenticate, authenticate_async, needs_django, staff_user
 from .conf import badgr_settings, get_engine
 
 __all__ = ["BadgrView", "endpoint"]
@@ -89,7 +89,9 @@ class BadgrView:
         if isinstance(neutral, HttpResponse):
             return _to_django(neutral, asynchronous=False)
         try:
-            if needs_django(badgr_settings.auth):
+            if _staff_status(engine, neutral):
+                neutral.principal = staff_user(request)
+            elif needs_django(badgr_settings.auth):
                 neutral.principal = authenticate(request)
             response = engine.handle(neutral)
         except Exception as error:
@@ -107,7 +109,9 @@ class BadgrView:
         if isinstance(neutral, HttpResponse):
             return _to_django(neutral, asynchronous=True)
         try:
-            if needs_django(badgr_settings.auth):
+            if _staff_status(engine, neutral):
+                neutral.principal = await sync_to_async(staff_user)(request)
+            elif needs_django(badgr_settings.auth):
                 neutral.principal = await authenticate_async(request)
             response = await engine.handle_async(neutral)
         except Exception as error:
@@ -117,6 +121,12 @@ class BadgrView:
 
 endpoint = BadgrView()
 """The view :mod:`django_badgr.urls` routes every path to."""
+
+
+def _staff_status(engine: Engine, neutral: HttpRequest) -> bool:
+    """``GET status`` with ``BADGR["status_auth"] = "staff"``: only staff users (or status
+    keys, which the core checks) may read it."""
+    return engine.config.status_auth == "staff" and neutral.path.strip("/") == "status"
 
 
 def _in_event_loop() -> bool:

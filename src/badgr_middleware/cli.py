@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -32,7 +33,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     status = commands.add_parser("status", help="print the health of a running endpoint")
     status.add_argument("--url", default="http://127.0.0.1:8000/v1",
                         help="the endpoint's base URL (default %(default)s)")
-    status.add_argument("--key", help="a client key (default: $BADGR_CLIENT_KEY)")
+    status.add_argument("--key", help="a client or status (operator) key "
+                        "(default: $BADGR_CLIENT_KEY)")
 
     commands.add_parser("demo", help="watch failover against simulated providers (no keys)")
 
@@ -121,7 +123,8 @@ def fetch_status(url: str, key: str | None = None, *, timeout: float = 10.0) -> 
     import os
 
     key = key or os.environ.get("BADGR_CLIENT_KEY")
-    request = urllib.request.Request(url.rstrip("/") + "/status")
+    request = urllib.request.Request(url.rstrip("/") + "/status",
+                                     headers={"Accept": "application/json"})
     if key:
         request.add_header("Authorization", f"Bearer {key}")
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -130,21 +133,54 @@ def fetch_status(url: str, key: str | None = None, *, timeout: float = 10.0) -> 
 
 
 def print_status(snapshot: dict[str, Any], out: TextIO) -> None:
-    """Print a health snapshot (``Engine.status()`` or ``GET /status``) as a table."""
-    print(f"{'provider / model':<32} {'state':<13} {'reason':<16} {'retry in':<9} ttfb p50",
-          file=out)
+    """Print a status snapshot (``Engine.status()`` or ``GET /status``) as a table: one row
+    per provider, its targets indented under it."""
+    now = snapshot.get("generated_at") or time.time()
+    print(_STATUS_ROW.format("provider / model", "status", "state", "reason", "retry in",
+                             "success", "ttfb p50/p95", "served", "last error", "official"
+                             ).rstrip(), file=out)
     for name, info in snapshot.get("providers", {}).items():
-        print(_status_row(name, info), file=out)
+        print(_status_row(name, info, now, info.get("official") or {}), file=out)
         for model, target in info.get("targets", {}).items():
-            print(_status_row(f"  {model}", target), file=out)
+            print(_status_row(f"  {model}", target, now, None), file=out)
 
 
-def _status_row(name: str, info: dict[str, Any]) -> str:
+_STATUS_ROW = "{:<32} {:<9} {:<13} {:<16} {:<9} {:<8} {:<14} {:<7} {:<26} {}"
+
+
+def _status_row(name: str, info: dict[str, Any], now: float,
+                official: dict[str, Any] | None) -> str:
     retry = f"{info['retry_in']:.0f}s" if info.get("retry_in") else "-"
+    rate = info.get("success_rate")
+    success = "-" if rate is None else f"{rate * 100:.1f}%"
     latency = info.get("latency") or {}
-    ttfb = f"{latency['ttfb'] * 1000:.0f} ms" if latency.get("ttfb") is not None else "-"
-    return (f"{name:<32} {info.get('state', '?'):<13} {info.get('reason') or '-':<16} "
-            f"{retry:<9} {ttfb}")
+    ttfb = "-"
+    if latency.get("ttfb") is not None:
+        p95 = latency.get("ttfb_p95", latency["ttfb"])
+        ttfb = f"{latency['ttfb'] * 1000:.0f}/{p95 * 1000:.0f} ms"
+    error = info.get("last_error")
+    last = "-"
+    if error:
+        last = error["kind"] + (f" {error['status']}" if error.get("status") else "")
+        last += f" {_ago(now - error['at'])}"
+    mark = "" if official is None else "-"  # official status: per provider only
+    if official:
+        mark = official.get("indicator", "?")
+        if official.get("description"):
+            mark += f": {official['description']}"
+    return _STATUS_ROW.format(
+        name, info.get("status", "?"), info.get("state", "?"), info.get("reason") or "-", retry,
+        success, ttfb, info.get("served", 0), last, mark,
+    ).rstrip()
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
 
 
 if __name__ == "__main__":  # pragma: no cover

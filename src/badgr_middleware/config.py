@@ -39,6 +39,7 @@ __all__ = [
     "ProviderConfig",
     "RetryPolicy",
     "StateConfig",
+    "StatusPagesConfig",
     "TargetConfig",
     "Timeouts",
     "load_config",
@@ -66,6 +67,10 @@ PROBLEM_CODES: tuple[str, ...] = (
     "bad_interpolation",
     "bad_file",
     "bad_toml",
+    "missing_api_version",
+    "bad_bypass",
+    "bad_catalog",
+    "bad_status_page",
 )
 """Every :attr:`ConfigProblem.code`, in a fixed order; new codes are only ever appended."""
 
@@ -121,6 +126,13 @@ class ProviderConfig:
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     models: tuple[str, ...] = ()
     openrouter: bool = False
+    # kind = "azure": the api-version query parameter, and the deployment every request goes
+    # to (None: the target's model is the deployment name).
+    api_version: str | None = None
+    deployment: str | None = None
+    # An OpenRouter provider whose catalogued model ids may also be served by their native
+    # provider when OpenRouter fails (see providers/catalog.py).
+    bypass: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +221,20 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class StatusPagesConfig:
+    """Polling of the providers' official status pages (off unless ``enabled``).
+
+    ``sources``: provider name -> status URL (a Statuspage ``summary.json``/``status.json`` or
+    an RSS/Atom incident feed), laid over the defaults for well-known providers; ``False``
+    switches a default off."""
+
+    enabled: bool = False
+    interval: float = 60.0
+    timeout: float = 5.0
+    sources: Mapping[str, str | bool] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole badgr configuration. Build it with :meth:`from_dict`, :meth:`from_toml`,
     :meth:`from_env` or :func:`load_config`, which validate it; the constructor does not."""
@@ -226,6 +252,17 @@ class Config:
     cooldowns: Cooldowns = Cooldowns()
     breaker: BreakerPolicy = BreakerPolicy()
     state: StateConfig = StateConfig()
+    # OpenRouter model id -> its native target; False switches a shipped entry off. Laid over
+    # the shipped catalog (badgr_middleware.providers.catalog.CATALOG) when bypass is on.
+    catalog: Mapping[str, TargetConfig | bool] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    # GET /status: operator keys accepted besides the client auth, and who may read it:
+    # "clients" (the API's rules, plus status_keys), "operators" (status_keys only) or
+    # "staff" (Django staff users, plus status_keys)
+    status_keys: tuple[Secret, ...] = ()
+    status_auth: str = "clients"
+    status_pages: StatusPagesConfig = StatusPagesConfig()
     warnings: tuple[ConfigProblem, ...] = ()
 
     @classmethod
@@ -290,8 +327,15 @@ _TOP_KEYS = (
     "cooldowns",
     "breaker",
     "state",
+    "catalog",
+    "status_keys",
+    "status_auth",
+    "status_pages",
 )
-_PROVIDER_KEYS = ("kind", "base_url", "api_key", "headers", "models", "openrouter")
+_PROVIDER_KEYS = (
+    "kind", "base_url", "api_key", "headers", "models", "openrouter", "api_version",
+    "deployment", "bypass",
+)
 _TARGET_KEYS = ("target", "context_window", "weight")
 _ALIAS_KEYS = ("targets", "routing", "hedge_after")
 _ROUTINGS = ("ordered", "latency", "weighted")
@@ -604,6 +648,8 @@ def _build(ck: _Checker, data: object) -> Config | None:
         maximum={"failure_rate": 1.0},
     )
     state = _state(ck, data.get("state"))
+    catalog = _catalog(ck, data.get("catalog"), names)
+    status_keys, status_auth, status_pages = _status(ck, data, names)
 
     if (
         not client_keys
@@ -633,6 +679,10 @@ def _build(ck: _Checker, data: object) -> Config | None:
         cooldowns=cooldowns,
         breaker=breaker,
         state=state,
+        catalog=MappingProxyType(catalog),
+        status_keys=status_keys,
+        status_auth=status_auth,
+        status_pages=status_pages,
         warnings=tuple(p for p in ck.problems if p.severity == "warning"),
     )
 
@@ -735,6 +785,19 @@ def _provider(ck: _Checker, name: str, body: object, path: str) -> ProviderConfi
         flag = ck.boolean(mapping["openrouter"], _join(path, "openrouter"), "openrouter")
         openrouter = openrouter if flag is None else flag
 
+    api_version, deployment = _azure_fields(ck, mapping, path, kind)
+    bypass = False
+    if mapping.get("bypass") is not None:
+        bypass_path = _join(path, "bypass")
+        bypass = bool(ck.boolean(mapping["bypass"], bypass_path, "bypass"))
+        if bypass and not openrouter:
+            ck.error(
+                bypass_path,
+                "bypass applies only to an OpenRouter provider",
+                "set bypass on the openrouter provider (or on one with openrouter = true)",
+                "bad_bypass",
+            )
+
     if len(ck.problems) != before or base_url is None:
         return None
     return ProviderConfig(
@@ -745,7 +808,82 @@ def _provider(ck: _Checker, name: str, body: object, path: str) -> ProviderConfi
         headers=MappingProxyType(headers),
         models=models,
         openrouter=openrouter,
+        api_version=api_version,
+        deployment=deployment,
+        bypass=bypass,
     )
+
+
+def _azure_fields(
+    ck: _Checker, mapping: Mapping[Any, Any], path: str, kind: str
+) -> tuple[str | None, str | None]:
+    """``api_version`` (required) and ``deployment`` (optional), for kind = "azure" only."""
+    values: dict[str, str | None] = {}
+    for name, example in (("api_version", "2024-10-21"), ("deployment", "my-gpt-4o")):
+        field_path = _join(path, name)
+        raw = mapping.get(name)
+        value = ck.string(raw, field_path, f'{name} = "{example}"') if raw is not None else None
+        if value is not None and not value.strip():
+            ck.error(field_path, f"{name} must not be empty", f'{name} = "{example}"',
+                     "bad_value")
+            value = None
+        elif value is not None and kind != "azure":
+            ck.error(field_path, f'{name} applies only to kind = "azure"',
+                     'remove it, or set kind = "azure"', "bad_value")
+            value = None
+        elif value is not None and any(c in "/?#&" or c.isspace() for c in value):
+            ck.error(field_path, f"{name} must not contain '/', '?', '#', '&' or spaces",
+                     f'{name} = "{example}"', "bad_value")
+            value = None
+        values[name] = value
+    if kind == "azure" and mapping.get("api_version") is None:
+        ck.error(
+            _join(path, "api_version"),
+            'api_version is required for kind = "azure"',
+            'add api_version = "2024-10-21" (the Azure OpenAI REST API version to call)',
+            "missing_api_version",
+        )
+    return values["api_version"], values["deployment"]
+
+
+def _catalog(
+    ck: _Checker, raw: object, names: set[str]
+) -> dict[str, TargetConfig | bool]:
+    """User entries laid over the shipped OpenRouter-id catalog."""
+    catalog: dict[str, TargetConfig | bool] = {}
+    if raw is None:
+        return catalog
+    mapping = ck.mapping(
+        raw, "catalog", '{"anthropic/claude-sonnet-4.5" = "anthropic/claude-sonnet-4-5"}'
+    )
+    if mapping is None:
+        return catalog
+    for key, value in mapping.items():
+        path = _join("catalog", key)
+        if not isinstance(key, str) or "/" not in key.strip("/"):
+            ck.error(
+                path,
+                "a catalog key must be an OpenRouter model id '<vendor>/<model>'",
+                'e.g. "anthropic/claude-sonnet-4.5" = "anthropic/claude-sonnet-4-5"',
+                "bad_catalog",
+            )
+            continue
+        if value is False:
+            catalog[key] = False
+            continue
+        if value is True or (value is not _UNRESOLVED and not isinstance(value, str)):
+            ck.error(
+                path,
+                f"a catalog entry must be '<provider>/<model>' or false, got {_describe(value)}",
+                'write "<provider>/<native model>", e.g. "anthropic/claude-sonnet-4-5", or '
+                "false to switch off a shipped entry",
+                "bad_catalog",
+            )
+            continue
+        target = _target(ck, value, path, names)
+        if target is not None:
+            catalog[key] = target
+    return catalog
 
 
 def _base_url(ck: _Checker, value: str, path: str) -> str | None:
@@ -1002,16 +1140,16 @@ def _unknown_provider_ref(ck: _Checker, path: str, name: str, names: set[str], c
     ck.error(path, message, fix, code)
 
 
-def _client_keys(ck: _Checker, raw: object) -> tuple[Secret, ...]:
+def _client_keys(ck: _Checker, raw: object, name: str = "client_keys") -> tuple[Secret, ...]:
     if raw is None or raw is _UNRESOLVED:
         return ()
-    fix = 'client_keys = ["${BADGR_CLIENT_KEY}"]'
+    fix = f'{name} = ["${{BADGR_{name[:-5].upper()}_KEY}}"]'
     if not isinstance(raw, list | tuple):
-        ck.bad_type("client_keys", "a list of strings", raw, fix)
+        ck.bad_type(name, "a list of strings", raw, fix)
         return ()
     keys: list[Secret] = []
     for i, entry in enumerate(raw):
-        path = f"client_keys[{i}]"
+        path = f"{name}[{i}]"
         if entry is _UNRESOLVED:
             continue
         if not isinstance(entry, str | Secret):
@@ -1200,6 +1338,70 @@ def _state(ck: _Checker, raw: object) -> StateConfig:
         elif key_prefix is not None:
             values["key_prefix"] = key_prefix
     return StateConfig(**values)
+
+
+_STATUS_AUTHS = ("clients", "operators", "staff")
+_STATUS_PAGE_KEYS = ("enabled", "interval", "timeout", "sources")
+
+
+def _status(
+    ck: _Checker, data: Mapping[str, Any], names: set[str]
+) -> tuple[tuple[Secret, ...], str, StatusPagesConfig]:
+    """``status_keys``, ``status_auth`` and ``status_pages``."""
+    keys = _client_keys(ck, data.get("status_keys"), "status_keys")
+    auth = "clients"
+    if data.get("status_auth") is not None:
+        auth = ck.choice(data["status_auth"], "status_auth", "status_auth", _STATUS_AUTHS) or auth
+    if auth == "operators" and not keys and not ck.has_error_under("status_keys"):
+        ck.error("status_keys", 'status_auth = "operators" needs at least one status key',
+                 'add status_keys = ["${BADGR_STATUS_KEY}"]', "bad_value")
+    raw = data.get("status_pages")
+    path = "status_pages"
+    if raw is None:
+        return keys, auth, StatusPagesConfig()
+    mapping = ck.mapping(raw, path, "{enabled = true, interval = 60}")
+    if mapping is None:
+        return keys, auth, StatusPagesConfig()
+    ck.keys(mapping, path, _STATUS_PAGE_KEYS)
+    values: dict[str, Any] = {}
+    if mapping.get("enabled") is not None:
+        flag = ck.boolean(mapping["enabled"], _join(path, "enabled"), "enabled")
+        if flag is not None:
+            values["enabled"] = flag
+    for name, example in (("interval", 60), ("timeout", 5)):
+        if mapping.get(name) is not None:
+            number = ck.number(mapping[name], _join(path, name), name, example)
+            if number is not None:
+                values[name] = number
+    sources_raw = mapping.get("sources")
+    if sources_raw is not None:
+        sources_path = _join(path, "sources")
+        sources = ck.mapping(
+            sources_raw, sources_path,
+            '{openai = "https://status.openai.com/api/v2/summary.json"}',
+        )
+        out: dict[str, str | bool] = {}
+        for name, url in (sources or {}).items():
+            entry = _join(sources_path, name)
+            if names and name not in names:
+                suggestion = _suggest(str(name), names)
+                ck.error(entry, f"'{name}' is not a configured provider",
+                         f"did you mean '{suggestion}'?" if suggestion
+                         else f"use one of: {', '.join(sorted(names))}", "unknown_provider")
+                continue
+            if url is False:
+                out[name] = False
+                continue
+            if url is _UNRESOLVED:
+                continue
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                ck.error(entry, "a status source must be an http(s) URL or false",
+                         f'e.g. {name} = "https://status.example.com/api/v2/summary.json"',
+                         "bad_status_page")
+                continue
+            out[name] = url
+        values["sources"] = MappingProxyType(out)
+    return keys, auth, StatusPagesConfig(**values)
 
 
 def _redis_url_problem(url: str) -> str | None:

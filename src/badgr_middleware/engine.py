@@ -23,6 +23,8 @@ from .health import HealthStore, KeyHealth, MemoryHealthStore
 from .http.endpoint import Endpoint, error_response
 from .messages import HttpRequest, HttpResponse
 from .providers import wire_for
+from .status import StatusPoller, build_status, render_page, sources_for, status_keys, wants_html
+from .status.page import PAGE_HEADERS
 
 __all__ = ["Engine"]
 
@@ -56,13 +58,28 @@ class Engine:
         self.sync_driver = SyncDriver(self.config, self.wires, self.store, **options)
         self.async_driver = AsyncDriver(self.config, self.wires, self.store, **options)
         self.clock = clock
+        self.status_poller: StatusPoller | None = None
+        pages = self.config.status_pages
+        sources = sources_for(self.config.providers, pages.sources)
+        if pages.enabled and sources:
+            poller = StatusPoller(sources, interval=pages.interval, timeout=pages.timeout,
+                                  store=self.store, clock=clock)
+            self.status_poller = poller
+            self.sync_driver.deprioritised = self.async_driver.deprioritised = (
+                lambda: poller.deprioritised
+            )
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """Serve one request from sync code (a stream comes back as a sync iterator)."""
         request_id = self.endpoint.request_id(request)
+        if self.status_poller is not None:
+            self.status_poller.ensure_started()
         try:
             route = self.endpoint.route_of(request)
-            principal = self.endpoint.authenticate(request)
+            page = self._status_page(route, request)
+            if page is not None:
+                return page
+            principal = self._authenticate(route, request)
             if inspect.isawaitable(principal):
                 raise TypeError("an async 'authenticate' callable cannot serve a sync server")
             self.endpoint.check_principal(principal, request)
@@ -79,14 +96,19 @@ class Engine:
     async def handle_async(self, request: HttpRequest) -> HttpResponse:
         """Serve one request from async code (a stream comes back as an async iterator)."""
         request_id = self.endpoint.request_id(request)
+        if self.status_poller is not None:
+            self.status_poller.ensure_started()
         try:
             route = self.endpoint.route_of(request)
-            principal = self.endpoint.authenticate(request)
+            page = self._status_page(route, request)
+            if page is not None:
+                return page
+            principal = self._authenticate(route, request)
             if inspect.isawaitable(principal):
                 principal = await principal
             self.endpoint.check_principal(principal, request)
             if route == "status":
-                return _json_response(await self.astatus())
+                return _json_response(await self.astatus(), _STATUS_HEADERS)
             immediate = self._immediate(route, request)
             if immediate is not None:
                 return immediate
@@ -97,41 +119,50 @@ class Engine:
         except Exception:
             return _internal_error(request_id)
 
+    def _authenticate(self, route: str, request: HttpRequest) -> Any:
+        if route == "status":
+            return self.endpoint.authenticate_status(request)
+        return self.endpoint.authenticate(request)
+
+    def _status_page(self, route: str, request: HttpRequest) -> HttpResponse | None:
+        """The HTML status page, for a browser: it holds no data (its script reads the JSON
+        with the caller's credentials), so it needs none."""
+        if route != "status" or not wants_html(request.headers.get("accept", ""), request.query):
+            return None
+        return HttpResponse(200, list(PAGE_HEADERS), render_page())
+
     def _immediate(self, route: str, request: HttpRequest) -> HttpResponse | None:
         if route == "status":
-            return _json_response(self.status())
+            return _json_response(self.status(), _STATUS_HEADERS)
         if route == "models" or route.startswith("models/"):
             return self.endpoint.models(route)
         return None
 
     def status(self) -> dict[str, Any]:
-        """A snapshot of health: cooldowns, breakers and latency of providers and targets."""
-        return self._status(self.store.snapshot(self._status_keys(), self.clock()))
+        """The status snapshot (docs/status.md): per provider and target, the state, breaker,
+        cooldown, recent success rate, latency, last error, requests served, the last hour
+        minute by minute, and the official status when polled."""
+        now = self.clock()
+        return self._status(self.store.snapshot(status_keys(self.config), now, stats=True), now)
 
     async def astatus(self) -> dict[str, Any]:
         """:meth:`status` for async code (a Redis store is read without blocking the loop)."""
-        return self._status(await self.store.asnapshot(self._status_keys(), self.clock()))
-
-    def _status_keys(self) -> list[str]:
-        keys = list(self.config.providers)
-        for alias in self.config.models.values():
-            keys += [f"{t.provider}/{t.model}" for t in alias.targets]
-        return keys
-
-    def _status(self, snapshot: Mapping[str, KeyHealth]) -> dict[str, Any]:
         now = self.clock()
-        providers: dict[str, Any] = {}
-        for name, provider in self.config.providers.items():
-            providers[name] = {"kind": provider.kind, **_health_entry(snapshot.get(name), now)}
-            providers[name]["targets"] = {
-                key.partition("/")[2]: _health_entry(health, now)
-                for key, health in snapshot.items()
-                if key.partition("/")[0] == name and "/" in key
-            }
-        return {"object": "badgr.status", "providers": providers}
+        snapshot = await self.store.asnapshot(status_keys(self.config), now, stats=True)
+        return self._status(snapshot, now)
+
+    def _status(self, snapshot: Mapping[str, KeyHealth], now: float) -> dict[str, Any]:
+        poller = self.status_poller
+        if poller is not None:
+            poller.ensure_started()
+        return build_status(self.config, snapshot, now, poller.statuses if poller else None,
+                            polling=poller is not None)
 
     def close(self) -> None:
-        """Close the sync upstream connection pools (and the store's, if it has any)."""
+        """Close the sync upstream connection pools (and the store's, if it has any), and stop
+        polling the official status pages."""
+        if self.status_poller is not None:
+            self.status_poller.stop()
         self.sync_driver.close()
         closer = getattr(self.store, "close", None)
         if closer is not None:
@@ -145,8 +176,12 @@ class Engine:
             await closer()
 
 
-def _json_response(data: Any) -> HttpResponse:
-    return HttpResponse(200, [("content-type", "application/json")], json.dumps(data).encode())
+_STATUS_HEADERS = [("cache-control", "no-store"), ("vary", "Accept")]
+
+
+def _json_response(data: Any, extra: list[tuple[str, str]] | None = None) -> HttpResponse:
+    headers = [("content-type", "application/json"), *(extra or ())]
+    return HttpResponse(200, headers, json.dumps(data).encode())
 
 
 def _store_for(config: Config, sender: object) -> HealthStore:
@@ -160,27 +195,6 @@ def _store_for(config: Config, sender: object) -> HealthStore:
             sender=sender,
         )
     return MemoryHealthStore(config.breaker)
-
-
-def _health_entry(health: KeyHealth | None, now: float) -> dict[str, Any]:
-    """One key's health as JSON: ``state`` is available, cooling_down, open or half_open."""
-    if health is None:
-        return {"state": "available", "reason": None, "retry_in": None, "latency": None}
-    state, reason, retry_in = "available", None, None
-    if health.cooldown_until is not None and health.cooldown_until > now:
-        state, reason = "cooling_down", health.cooldown_kind
-        retry_in = round(health.cooldown_until - now, 3)
-    elif health.breaker != "closed":
-        state, reason = health.breaker, "circuit"
-        if health.open_until is not None and health.open_until > now:
-            retry_in = round(health.open_until - now, 3)
-    latency = None
-    if health.latency is not None and health.latency.samples:
-        latency = {"ttfb": round(health.latency.ttfb, 4),
-                   "ttfb_p95": round(health.latency.ttfb_p95, 4),
-                   "total": round(health.latency.total, 4),
-                   "samples": health.latency.samples}
-    return {"state": state, "reason": reason, "retry_in": retry_in, "latency": latency}
 
 
 def _internal_error(request_id: str) -> HttpResponse:

@@ -345,21 +345,26 @@ def test_status_shows_the_provider_cooling_down(
     code, output = run_main("status", "--url", gateway_with_cooldown, "--key", CLIENT_KEY)
     assert code == 0, output
     lines = output.splitlines()
-    assert lines[0].split() == ["provider", "/", "model", "state", "reason", "retry", "in",
-                                "ttfb", "p50"]
+    assert lines[0].split() == ["provider", "/", "model", "status", "state", "reason", "retry",
+                                "in", "success", "ttfb", "p50/p95", "served", "last", "error",
+                                "official"]
     rows = [line.split() for line in lines[1:]]
-    assert [row[0] for row in rows] == ["credits", "limited", "sim-large", "backup", "sim-small"]
-    by_name = {row[0]: row[1:] for row in rows}
-    assert by_name["credits"][:2] == ["cooling_down", "quota_exhausted"]
-    assert re.fullmatch(r"\d+s", by_name["credits"][2])
-    assert by_name["backup"][:3] == ["available", "-", "-"]
+    # every configured target is listed under its provider, used or not
+    assert [row[0] for row in rows] == ["credits", "sim-small", "limited", "sim-large",
+                                        "backup", "sim-small"]
+    by_name = {row[0]: row[1:] for row in rows}  # the last sim-small: backup's
+    assert by_name["credits"][:3] == ["down", "cooling_down", "quota_exhausted"]
+    assert re.fullmatch(r"\d+s", by_name["credits"][3])
+    assert by_name["backup"][:4] == ["up", "available", "-", "-"]
     # a 429 puts one model of the provider on cooldown, not the provider
-    assert by_name["limited"][:3] == ["available", "-", "-"]
-    assert by_name["sim-large"][:2] == ["cooling_down", "rate_limited"]
-    assert 28 <= int(by_name["sim-large"][2].removesuffix("s")) <= 30
-    assert lines[3].startswith("  sim-large ")  # indented under its provider
-    # the model that served both requests shows its observed time to first byte
-    assert by_name["sim-small"][0] == "available" and by_name["sim-small"][-1] == "ms"
+    assert by_name["limited"][1:4] == ["available", "-", "-"]
+    assert by_name["sim-large"][:3] == ["down", "cooling_down", "rate_limited"]
+    assert 28 <= int(by_name["sim-large"][3].removesuffix("s")) <= 30
+    assert lines[4].startswith("  sim-large ")  # indented under its provider
+    # the model that served both requests: its success rate, time to first byte, count
+    small = by_name["sim-small"]
+    assert small[:2] == ["up", "available"] and small[4] == "100.0%" and small[6] == "ms"
+    assert small[7] == "2"
 
 
 def test_status_reads_the_key_from_the_environment(

@@ -20,8 +20,8 @@ from flowscript import (
 
 from badgr_middleware import signals
 from badgr_middleware.health.latency import LatencyStats
-from badgr_middleware.routing.flow import Attempt, Hedged, Record
-from badgr_middleware.routing.outcomes import Delivered, FailureKind
+from badgr_middleware.routing.flow import Attempt, Cooldown, Hedged, Record
+from badgr_middleware.routing.outcomes import Delivered, Failure, FailureKind
 
 
 def records(run) -> list[str]:
@@ -134,3 +134,21 @@ def test_a_hedge_never_started_goes_back_in_line() -> None:
     flow = make_flow(["a/x", "b/y"], hedge_after=0.5)
     run = drive(flow, [server(503), None])
     assert [a.target.key for a in run.of(Attempt)] == ["a/x", "b/y"]
+
+
+def test_a_target_that_cannot_serve_the_request_is_passed_over_without_health_effects() -> None:
+    refusal = Failure(FailureKind.UNSUPPORTED, 400, "n > 1 is not supported",
+                      "unsupported_parameter", param="n")
+    run = drive(make_flow(["a/x", "b/y"]), [refusal, None])
+    assert run.log[-2:] == ["respond b/y", "finished"]
+    assert records(run) == ["record b/y,b ok"]
+    assert not run.of(Cooldown)
+
+
+def test_every_target_refusing_returns_the_refusal_as_400() -> None:
+    refusal = Failure(FailureKind.UNSUPPORTED, 400, "n > 1 is not supported",
+                      "unsupported_parameter", param="n")
+    run = drive(make_flow(["a/x", "b/y"]), [refusal, refusal])
+    error = run.fail.error
+    assert (error.status, error.code, error.param) == (400, "unsupported_parameter", "n")
+    assert run.header("x-should-retry") == "false"

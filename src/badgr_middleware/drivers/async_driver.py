@@ -19,6 +19,7 @@ import aiohttp
 
 from ..messages import HttpResponse
 from ..providers.base import StreamTranslator
+from ..providers.common import UnsupportedRequest
 from ..routing.flow import (
     Admit,
     Attempt,
@@ -46,7 +47,10 @@ from .base import (
 
 __all__ = ["AsyncDriver"]
 
-POOL_SIZE = 512
+# No cap on upstream connections per provider: an LLM stream holds its connection for
+# minutes, so a cap of N would queue stream N+1 behind them until its first-byte timeout.
+# The server's own concurrency limits (and the OS's file descriptors) bound it instead.
+POOL_SIZE = 0
 
 
 class AsyncDriver(DriverBase):
@@ -57,6 +61,7 @@ class AsyncDriver(DriverBase):
         self._sessions: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, aiohttp.ClientSession]
         ] = weakref.WeakKeyDictionary()
+        self._timeouts: tuple[Any, aiohttp.ClientTimeout] | None = None
 
     def session(self, provider: str) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -71,6 +76,18 @@ class AsyncDriver(DriverBase):
                 timeout=aiohttp.ClientTimeout(total=None),
             )
         return session
+
+    def _socket_timeouts(self, t: Any, time_left: float) -> aiohttp.ClientTimeout:
+        """aiohttp's connect and read limits, capped by the time left (cached when not)."""
+        if time_left < t.connect or time_left < t.read:
+            return aiohttp.ClientTimeout(total=None, sock_connect=min(t.connect, time_left),
+                                         sock_read=min(t.read, time_left))
+        cached = self._timeouts
+        if cached is None or cached[0] is not t:
+            cached = self._timeouts = (
+                t, aiohttp.ClientTimeout(total=None, sock_connect=t.connect, sock_read=t.read)
+            )
+        return cached[1]
 
     async def aclose(self) -> None:
         """Close the sessions of the running loop (the ASGI lifespan shutdown calls this)."""
@@ -125,7 +142,8 @@ class AsyncDriver(DriverBase):
             await self.store.acooldown(action.key, action.until, action.kind.value)
         elif isinstance(action, Record):
             self.circuit_changed(await self.store.arecord(
-                action.keys, action.ok, self.clock(), action.ttfb, action.total
+                action.keys, action.ok, self.clock(), action.ttfb, action.total,
+                action.kind, action.status,
             ))
         elif isinstance(action, Admit):
             admitted, changes = await self.store.aadmit(action.key, self.clock())
@@ -193,28 +211,32 @@ class AsyncDriver(DriverBase):
         self, request: RoutedRequest, target: Target, time_left: float
     ) -> Failure | Opened:
         wire = self.wires[target.provider]
-        upstream = wire.build_request(request, target)
+        try:
+            upstream = wire.build_request(request, target)
+        except UnsupportedRequest as refusal:
+            return refusal.failure
         t = self.config.timeouts
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=min(t.connect, time_left), sock_read=min(t.read, time_left),
-        )
+        timeout = self._socket_timeouts(t, time_left)
         response: aiohttp.ClientResponse | None = None
         handed_over = False
+        start = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout(time_left):
-                async with asyncio.timeout(min(t.first_byte, time_left)):
-                    response = await self.session(target.provider).request(
-                        upstream.method, upstream.url, data=upstream.content,
-                        headers=upstream.headers, timeout=timeout, allow_redirects=False,
-                    )
-                    if not 200 <= response.status < 300:
-                        body = await response.content.read(ERROR_BODY_LIMIT)
-                        return wire.classify_error(response.status, response.headers, body,
-                                                   self.clock())
-                    if request.stream:
-                        opened = await self._first_event(wire.stream(request, target), response)
-                        handed_over = isinstance(opened, Opened)
-                        return opened
+            # one timer: the first-byte limit, moved out to the deadline once the answer began
+            async with asyncio.timeout_at(start + min(t.first_byte, time_left)) as limit:
+                response = await self.session(target.provider).request(
+                    upstream.method, upstream.url, data=upstream.content,
+                    headers=upstream.headers, timeout=timeout, allow_redirects=False,
+                )
+                if not 200 <= response.status < 300:
+                    body = await response.content.read(ERROR_BODY_LIMIT)
+                    return wire.classify_error(response.status, response.headers, body,
+                                               self.clock())
+                if request.stream:
+                    opened = await self._first_event(wire.stream(request, target), response)
+                    handed_over = isinstance(opened, Opened)
+                    return opened
+                if t.first_byte < time_left:
+                    limit.reschedule(start + time_left)
                 body = await response.read()
                 failure, usage = wire.check_body(request.route, body)
                 if failure is not None:
@@ -225,7 +247,7 @@ class AsyncDriver(DriverBase):
             return transport_failure(exc, answered=response is not None, stream=request.stream)
         finally:
             if response is not None and not handed_over:
-                response.close()
+                _done_with(response)
 
     @staticmethod
     async def _first_event(
@@ -260,9 +282,24 @@ class AsyncDriver(DriverBase):
                 yield relay.broken(exc)
             outcome = relay.outcome()
         finally:
-            # close, not release: an unfinished upstream must see its connection go at once
-            opened.response.close()
+            if outcome.failure is None:
+                _done_with(opened.response)
+            else:  # an unfinished upstream must see its connection go at once
+                opened.response.close()
             await self.finish(flow, outcome)
+
+
+def _done_with(response: aiohttp.ClientResponse) -> None:
+    """Give the connection back to the pool when the whole body was read, else close it.
+
+    Closing, not releasing, is what stops an upstream that is still generating (a client
+    that left, a cancelled hedge); a body read to its end leaves a connection the next
+    request can reuse, which saves a TCP handshake per stream and per failed attempt.
+    """
+    if response.content.at_eof():
+        response.release()  # aiohttp still closes it if the connection cannot be reused
+    else:
+        response.close()
 
 
 def _split(outcome: Failure | Opened) -> tuple[Failure | None, Opened | None]:

@@ -175,6 +175,9 @@ class DriverBase:
         self._sender = sender
         self.clock = clock
         self.rng = rng or random.Random()
+        # providers to try last (their official status page reports a major outage); the
+        # engine replaces this with its status poller's view, read without any I/O
+        self.deprioritised: Callable[[], frozenset[str]] = frozenset
 
     @staticmethod
     def health_keys(request: RoutedRequest) -> list[str]:
@@ -196,6 +199,7 @@ class DriverBase:
             unavailable=unavailable,
             half_open=half_open,
             latency=latency,
+            deprioritised=self.deprioritised(),
             clock=self.clock,
             rng=self.rng,
         ).run()

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from ..messages import HttpResponse
+from ..providers.common import UnsupportedRequest
 from ..routing.flow import (
     Admit,
     Attempt,
@@ -110,7 +111,8 @@ class SyncDriver(DriverBase):
             self.store.cooldown(action.key, action.until, action.kind.value)
         elif isinstance(action, Record):
             self.circuit_changed(self.store.record(
-                action.keys, action.ok, self.clock(), action.ttfb, action.total
+                action.keys, action.ok, self.clock(), action.ttfb, action.total,
+                action.kind, action.status,
             ))
         elif isinstance(action, Admit):
             admitted, changes = self.store.admit(action.key, self.clock())
@@ -138,7 +140,10 @@ class SyncDriver(DriverBase):
         self, request: RoutedRequest, target: Target, time_left: float
     ) -> Failure | Opened:
         wire = self.wires[target.provider]
-        upstream = wire.build_request(request, target)
+        try:
+            upstream = wire.build_request(request, target)
+        except UnsupportedRequest as refusal:
+            return refusal.failure
         client = self.client(target.provider)
         t = self.config.timeouts
         first_byte_by = self.clock() + min(t.first_byte, time_left)
@@ -157,7 +162,7 @@ class SyncDriver(DriverBase):
                 return wire.classify_error(response.status_code, response.headers, body,
                                            self.clock())
             if not request.stream:
-                body = response.read()
+                body = _read_until(response, deadline=self.clock() + time_left, clock=self.clock)
                 failure, usage = wire.check_body(request.route, body)
                 if failure is not None:
                     return failure
@@ -203,6 +208,17 @@ class SyncDriver(DriverBase):
         finally:
             opened.response.close()
             self.finish(flow, outcome)
+
+
+def _read_until(response: httpx.Response, *, deadline: float, clock: Callable[[], float]
+                ) -> bytes:
+    """The whole body, but never past the request's deadline (an upstream may trickle)."""
+    parts: list[bytes] = []
+    for chunk in response.iter_bytes():
+        parts.append(chunk)
+        if clock() > deadline:
+            raise TimeoutError
+    return b"".join(parts)
 
 
 def _read_capped(response: httpx.Response) -> bytes:

@@ -116,23 +116,65 @@ async def serve(
         return
     query = scope.get("query_string", b"").decode("latin-1")
     request = HttpRequest(scope["method"], path, headers, body, query, prefix=prefix)
-    respond = asyncio.ensure_future(_respond(engine, request, send))
-    disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
+    task = asyncio.current_task()
+    assert task is not None  # an ASGI app always runs in a task
+    watch = _DisconnectWatch(receive, task)
     try:
-        await asyncio.wait((respond, disconnected), return_when=asyncio.FIRST_COMPLETED)
+        await _respond(engine, request, send, watch)
+    except asyncio.CancelledError:
+        # the watch cancelled us: the client left, so the upstream is closed and we are done
+        if not watch.fired or task.uncancel() > 0:
+            raise
+    except OSError:  # the client's connection broke while we were writing to it
+        pass
     finally:
-        disconnected.cancel()
-        if not respond.done():
-            respond.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await respond
+        watch.stop()
 
 
-async def _respond(engine: Engine, request: HttpRequest, send: Send) -> None:
+class _DisconnectWatch:
+    """Cancels the serving task the moment the client disconnects, until the response is out.
+
+    One helper task waits on ``receive()`` for ``http.disconnect``, and the response is
+    produced in the serving task itself: one task per request instead of a second task for
+    the response and an ``asyncio.wait`` over both. Once the last body message is sent the
+    watch stands down (ASGI servers also report ``http.disconnect`` after a complete
+    response), so the stream's final bookkeeping is never cut short.
+    """
+
+    __slots__ = ("_task", "_watcher", "active", "fired")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self._task = task
+        self.active = True
+        self.fired = False
+        self._watcher = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        with contextlib.suppress(Exception):  # a receive() that failed counts as one too
+            while (await receive())["type"] != "http.disconnect":
+                pass
+        if self.active:
+            self.active = False
+            self.fired = True
+            self._task.cancel()
+
+    def stop(self) -> None:
+        if self.active:  # the response did not finish: stop watching now
+            self.active = False
+            self._watcher.cancel()
+        # After a complete response the server answers the pending receive() with
+        # http.disconnect (the ASGI spec says so), which ends the watcher without the cost
+        # of a cancellation.
+
+
+async def _respond(
+    engine: Engine, request: HttpRequest, send: Send, watch: _DisconnectWatch
+) -> None:
     response = await engine.handle_async(request)
     stream = response.stream
     if stream is None:
         await _send_response(send, response, head=request.method == "HEAD")
+        watch.active = False
         return
     try:
         await send(_start(response))
@@ -140,15 +182,9 @@ async def _respond(engine: Engine, request: HttpRequest, send: Send) -> None:
         async for chunk in stream:  # type: ignore[union-attr]
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        watch.active = False
     finally:
         await stream.aclose()  # type: ignore[union-attr]
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def _read_body(

@@ -34,6 +34,7 @@ class Endpoint:
     def __init__(self, config: Config) -> None:
         self.config = config
         self._keys = [key.reveal().encode() for key in config.client_keys]
+        self._status_keys = [key.reveal().encode() for key in config.status_keys]
         self._authenticate: Callable[[HttpRequest], Any] | None = config.authenticate
 
     @staticmethod
@@ -83,6 +84,29 @@ class Endpoint:
             return self._authenticate(request)
         if self.config.allow_anonymous:
             return "anonymous"
+        raise _unauthorized(bool(token))
+
+    def authenticate_status(self, request: HttpRequest) -> Any:
+        """The principal allowed to read ``GET /status`` (or an awaitable of it), else 401.
+
+        A configured ``status_keys`` entry always lets the caller in. Then, by
+        ``status_auth``: ``"clients"``, the API's own rules; ``"staff"``, a principal the
+        adapter set (the Django adapter sets one for staff users only); ``"operators"``,
+        nothing else.
+        """
+        token = _bearer(request.headers.get("authorization", ""))
+        if token and self._status_keys:
+            given = token.encode()
+            matched = False
+            for key in self._status_keys:
+                matched |= hmac.compare_digest(given, key)
+            if matched:
+                return "operator"
+        mode = self.config.status_auth
+        if mode == "clients":
+            return self.authenticate(request)
+        if mode == "staff" and request.principal is not None:
+            return request.principal
         raise _unauthorized(bool(token))
 
     def check_principal(self, principal: Any, request: HttpRequest) -> None:

@@ -18,8 +18,9 @@ action                                      what the driver sends back
 ``Cooldown(key, until, kind)``              ``None`` after recording it in the health store
 ``Sleep(seconds)``                          ``None`` after sleeping
 ``Admit(key)``                              whether a half-open breaker admits a probe
-``Record(keys, ok, ttfb, total)``           ``None`` after counting the result (breakers,
-                                            latency) and emitting any circuit signals
+``Record(keys, ok, ttfb, total,            ``None`` after counting the result (breakers,
+kind, status)``                             latency, request statistics) and emitting any
+                                            circuit signals
 ``Attempt(target, number, time_left,        a :class:`Failure`, or ``None`` when the upstream
 hedge, hedge_after)``                       answered well (for a stream: its first event); a
                                             :class:`Hedged` when the driver started ``hedge``
@@ -142,6 +143,8 @@ class Record:
     ok: bool
     ttfb: float | None = None
     total: float | None = None
+    kind: str | None = None  # a failure's kind (FailureKind value), for the status page
+    status: int | None = None  # a failure's upstream HTTP status, when it had one
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +178,11 @@ class Flow:
         rng: random.Random,
         half_open: frozenset[str] = frozenset(),
         latency: Mapping[str, LatencyStats] | None = None,
+        deprioritised: frozenset[str] = frozenset(),
     ) -> None:
         self.request = request
+        # providers whose official status page reports a major outage: tried last, not skipped
+        self.deprioritised = deprioritised
         self.retry = retry
         self.cooldowns = cooldowns
         self.budget = budget
@@ -222,6 +228,8 @@ class Flow:
             ),
         )
         self.queue = self._ordered(list(req.plan.targets))
+        if self.deprioritised:
+            self.queue.sort(key=lambda t: t.provider in self.deprioritised)  # stable
         previous: Target | None = None
         while True:
             target = yield from self._choose(deadline)
@@ -434,9 +442,10 @@ class Flow:
     def _health(self, target: Target, failure: Failure, now: float) -> list[Cooldown | Record]:
         kind = failure.kind
         if kind in _PROVIDER_FAILURES:
-            return [Record((target.key, target.provider), False)]
+            return [Record((target.key, target.provider), False, None, None, kind.value,
+                           failure.status)]
         if kind in _TARGET_FAILURES:
-            return [Record((target.key,), False)]
+            return [Record((target.key,), False, None, None, kind.value, failure.status)]
         c = self.cooldowns
         if kind is FailureKind.RATE_LIMITED:
             key, seconds = target.key, failure.retry_after or c.rate_limited
@@ -473,7 +482,8 @@ class Flow:
             return
         if failure.kind is not FailureKind.CLIENT_DISCONNECTED:
             yield self._attempt_failed_event(target, failure, latency)
-            yield Record((target.key,), False, ttfb, now - began)
+            yield Record((target.key,), False, ttfb, now - began, failure.kind.value,
+                         failure.status)
         yield Emit(
             signals.request_failed,
             signals.RequestFailed(
@@ -523,6 +533,10 @@ class Flow:
             return ApiError(503, f"Every target is cooling down. {summary}",
                             type="service_unavailable", code="all_targets_unavailable",
                             headers=_retry_headers(earliest))
+        if kinds == {FailureKind.UNSUPPORTED}:
+            failure = self.failures[-1][1]
+            return ApiError(400, failure.message, param=failure.param, code=failure.code,
+                            headers=[("x-should-retry", "false")])
         if kinds == {FailureKind.NOT_FOUND}:
             return ApiError(404, f"No target has this model. {summary}",
                             code="model_not_found", headers=[("x-should-retry", "false")])

@@ -25,6 +25,7 @@ class FailureKind(StrEnum):
     STREAM_BROKEN = "stream_broken"  # the stream ended or failed mid-way
     CLIENT_DISCONNECTED = "client_disconnected"  # not the upstream's fault
     CIRCUIT_OPEN = "circuit_open"  # skipped: a breaker is open or its probe slots are taken
+    UNSUPPORTED = "unsupported"  # this target's wire format cannot serve the request as asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """Resolve a request's model fields into an ordered list of targets.
 
-Resolution of one model name, in order: a configured alias; ``<provider>/<model>`` where
-``<provider>`` is a configured provider; the configured default provider; else a 404 error.
+Resolution of one model name, in order: a configured alias; an OpenRouter model id found in
+the bypass catalog, when an OpenRouter provider has ``bypass`` on and the id's native provider
+is configured (targets: OpenRouter with the id, then the native provider with its own model
+id); ``<provider>/<model>`` where ``<provider>`` is a configured provider; the configured
+default provider; else a 404 error.
 
 OpenRouter's request extensions are honoured here: ``models`` (fallbacks tried after
 ``model``), ``route: "fallback"`` and ``provider`` (``order``, ``only``, ``ignore``,
@@ -114,6 +117,9 @@ def _resolve_one(name: str, config: Config) -> list[Target]:
     alias = config.models.get(name)
     if alias is not None:
         return [Target(t.provider, t.model, t.context_window, t.weight) for t in alias.targets]
+    bypass = _bypass(name, config)
+    if bypass is not None:
+        return bypass
     provider, sep, rest = name.partition("/")
     if sep and rest and provider in config.providers:
         return [Target(provider, rest)]
@@ -121,6 +127,21 @@ def _resolve_one(name: str, config: Config) -> list[Target]:
         return [Target(config.default_provider, name)]
     raise ApiError(404, f"The model '{name}' does not exist or you do not have access to it.",
                    param="model", code="model_not_found")
+
+
+def _bypass(name: str, config: Config) -> list[Target] | None:
+    """``[<openrouter>/<name>, <native provider>/<native model>]`` for a catalogued id."""
+    openrouter = next(
+        (p.name for p in config.providers.values() if p.openrouter and p.bypass), None
+    )
+    if openrouter is None:
+        return None
+    from ..providers.catalog import native_target
+
+    native = native_target(name, config.catalog)
+    if native is None or native[0] not in config.providers or native[0] == openrouter:
+        return None
+    return [Target(openrouter, name), Target(*native)]
 
 
 def _apply_preferences(
