@@ -861,6 +861,7 @@ def test_rules_cover_every_problem_code() -> None:
     covered = {code for *_, code in RULES} | {"no_inbound_auth", "bad_file", "bad_toml"}
     covered |= {"bad_catalog"} | retired  # bad_catalog: tests/providers/test_catalog_bypass.py
     covered |= {"bad_status_page"}  # tests/status/test_status_config.py
+    covered |= {"bad_limits"}  # tests/limits/test_limits_unit.py
     assert covered == set(PROBLEM_CODES)
 
 

@@ -35,7 +35,9 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConfigProblem",
+    "ClientLimits",
     "Cooldowns",
+    "LimitsConfig",
     "ProviderConfig",
     "RetryPolicy",
     "StateConfig",
@@ -71,6 +73,7 @@ PROBLEM_CODES: tuple[str, ...] = (
     "bad_bypass",
     "bad_catalog",
     "bad_status_page",
+    "bad_limits",
 )
 """Every :attr:`ConfigProblem.code`, in a fixed order; new codes are only ever appended."""
 
@@ -221,6 +224,34 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class ClientLimits:
+    """Per-client inbound limits; None means no limit (docs/limits.md)."""
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrent_streams: int | None = None
+
+
+@dataclass(frozen=True)
+class LimitsConfig(ClientLimits):
+    """The inbound limits every client gets, and per-client overrides keyed by the client's
+    id (``key:<first 8 hex of sha256 of the key>``, ``principal:<...>`` or ``anonymous``)."""
+
+    clients: Mapping[str, ClientLimits] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def enabled(self) -> bool:
+        return any(
+            getattr(limits, name) is not None
+            for limits in (self, *self.clients.values())
+            for name in _LIMIT_NAMES
+        )
+
+    def for_client(self, client: str) -> ClientLimits:
+        return self.clients.get(client, self)
+
+
+@dataclass(frozen=True)
 class StatusPagesConfig:
     """Polling of the providers' official status pages (off unless ``enabled``).
 
@@ -263,6 +294,7 @@ class Config:
     status_keys: tuple[Secret, ...] = ()
     status_auth: str = "clients"
     status_pages: StatusPagesConfig = StatusPagesConfig()
+    limits: LimitsConfig = LimitsConfig()
     warnings: tuple[ConfigProblem, ...] = ()
 
     @classmethod
@@ -331,6 +363,7 @@ _TOP_KEYS = (
     "status_keys",
     "status_auth",
     "status_pages",
+    "limits",
 )
 _PROVIDER_KEYS = (
     "kind", "base_url", "api_key", "headers", "models", "openrouter", "api_version",
@@ -344,6 +377,8 @@ _STATE_KEYS = ("backend", "url", "timeout", "retry_interval", "key_prefix")
 _BACKENDS = ("memory", "redis")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _INBOUND_KEYS = ("client_keys", "authenticate", "allow_anonymous")
+_LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "concurrent_streams")
+_CLIENT_ID = re.compile(r"anonymous|(?:key|principal):[0-9a-f]{8}")
 
 _T = TypeVar("_T")
 
@@ -650,6 +685,7 @@ def _build(ck: _Checker, data: object) -> Config | None:
     state = _state(ck, data.get("state"))
     catalog = _catalog(ck, data.get("catalog"), names)
     status_keys, status_auth, status_pages = _status(ck, data, names)
+    limits = _limits(ck, data.get("limits"))
 
     if (
         not client_keys
@@ -683,6 +719,7 @@ def _build(ck: _Checker, data: object) -> Config | None:
         status_keys=status_keys,
         status_auth=status_auth,
         status_pages=status_pages,
+        limits=limits,
         warnings=tuple(p for p in ck.problems if p.severity == "warning"),
     )
 
@@ -1272,6 +1309,62 @@ def _section(
         if value is not None:
             values[name] = value
     return cls(**values)
+
+
+def _client_limits(ck: _Checker, mapping: Mapping[Any, Any], path: str) -> dict[str, int]:
+    values: dict[str, int] = {}
+    for name in _LIMIT_NAMES:
+        raw = mapping.get(name)
+        if raw is None or raw is _UNRESOLVED:
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            ck.error(
+                _join(path, name),
+                f"{name} must be a whole number of at least 1 (or left out for no limit), "
+                f"got {_describe(raw)}",
+                f"e.g. {name} = 60",
+                "bad_limits",
+            )
+            continue
+        values[name] = raw
+    return values
+
+
+def _limits(ck: _Checker, raw: object) -> LimitsConfig:
+    path = "limits"
+    if raw is None:
+        return LimitsConfig()
+    mapping = ck.mapping(raw, path, "{requests_per_minute = 60, concurrent_streams = 2}")
+    if mapping is None:
+        return LimitsConfig()
+    ck.keys(mapping, path, (*_LIMIT_NAMES, "clients"))
+    values: dict[str, Any] = _client_limits(ck, mapping, path)
+    clients: dict[str, ClientLimits] = {}
+    raw_clients = mapping.get("clients")
+    if raw_clients is not None:
+        clients_path = _join(path, "clients")
+        example = '{"key:1a2b3c4d" = {requests_per_minute = 5}}'
+        table = ck.mapping(raw_clients, clients_path, example)
+        for number, (client, body) in enumerate((table or {}).items(), 1):
+            if not isinstance(client, str) or not _CLIENT_ID.fullmatch(client):
+                # the path would repeat the entry's name, which may be a pasted key
+                ck.error(
+                    clients_path,
+                    f"entry {number} is not a client id: write 'anonymous', 'key:<8 hex>' or "
+                    "'principal:<8 hex>', never the key itself",
+                    "copy the id from a 429 response's x-badgr-client header or from "
+                    "docs/limits.md (python -c 'import hashlib; print(hashlib.sha256(b\"KEY\")"
+                    ".hexdigest()[:8])')",
+                    "bad_limits",
+                )
+                continue
+            client_path = _join(clients_path, client)
+            entry = ck.mapping(body, client_path, "{requests_per_minute = 5}")
+            if entry is None:
+                continue
+            ck.keys(entry, client_path, _LIMIT_NAMES)
+            clients[client] = ClientLimits(**_client_limits(ck, entry, client_path))
+    return LimitsConfig(**values, clients=MappingProxyType(clients))
 
 
 def _state(ck: _Checker, raw: object) -> StateConfig:

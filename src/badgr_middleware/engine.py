@@ -21,6 +21,7 @@ from .drivers.sync_driver import SyncDriver
 from .errors import ApiError
 from .health import HealthStore, KeyHealth, MemoryHealthStore
 from .http.endpoint import Endpoint, error_response
+from .limits import Limiter
 from .messages import HttpRequest, HttpResponse
 from .providers import wire_for
 from .status import StatusPoller, build_status, render_page, sources_for, status_keys, wants_html
@@ -58,6 +59,8 @@ class Engine:
         self.sync_driver = SyncDriver(self.config, self.wires, self.store, **options)
         self.async_driver = AsyncDriver(self.config, self.wires, self.store, **options)
         self.clock = clock
+        # inbound limits per client (docs/limits.md); None when none is configured
+        self.limiter = Limiter(self.config, clock=clock) if self.config.limits.enabled else None
         self.status_poller: StatusPoller | None = None
         pages = self.config.status_pages
         sources = sources_for(self.config.providers, pages.sources)
@@ -87,6 +90,8 @@ class Engine:
             if immediate is not None:
                 return immediate
             routed = self.endpoint.parse(request, route, request_id)
+            if self.limiter is not None:
+                return self.limiter.run(principal, request, routed, self.sync_driver.execute)
             return self.sync_driver.execute(routed)
         except ApiError as error:
             return error_response(error, request_id)
@@ -113,6 +118,9 @@ class Engine:
             if immediate is not None:
                 return immediate
             routed = self.endpoint.parse(request, route, request_id)
+            if self.limiter is not None:
+                return await self.limiter.arun(principal, request, routed,
+                                               self.async_driver.execute)
             return await self.async_driver.execute(routed)
         except ApiError as error:
             return error_response(error, request_id)
@@ -164,6 +172,8 @@ class Engine:
         if self.status_poller is not None:
             self.status_poller.stop()
         self.sync_driver.close()
+        if self.limiter is not None:
+            self.limiter.close()
         closer = getattr(self.store, "close", None)
         if closer is not None:
             closer()
@@ -171,6 +181,8 @@ class Engine:
     async def aclose(self) -> None:
         """Close the async connection pools of the running event loop."""
         await self.async_driver.aclose()
+        if self.limiter is not None:
+            await self.limiter.aclose()
         closer = getattr(self.store, "aclose", None)
         if closer is not None:
             await closer()
