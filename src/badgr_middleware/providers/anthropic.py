@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..routing.outcomes import Failure, FailureKind
 from ..routing.policy import classify_status, parse_retry_after
-from ..sse import SSEEvent, SSEScanner
+from ..sse import SSEEvent
 from .base import UpstreamRequest
 from .common import (
     DONE_EVENT,
     ChunkWriter,
+    TranslatingStream,
     UnsupportedRequest,
     arguments_json,
     dumps,
@@ -537,7 +538,7 @@ def ratelimit_reset(headers: Mapping[str, str], now: float) -> float | None:
 # -- streams ------------------------------------------------------------------------------------
 
 
-class AnthropicStream:
+class AnthropicStream(TranslatingStream):
     """Translates Anthropic stream events into OpenAI chunks, as they arrive.
 
     State: the message id and model (from ``message_start``), which content block is which
@@ -554,8 +555,7 @@ class AnthropicStream:
 
     def __init__(self, scrub: Callable[[str], str], *, created: int, model: str,
                  include_usage: bool = False, json_mode: bool = False) -> None:
-        self._scanner = SSEScanner()
-        self._scrub = scrub
+        super().__init__(scrub)
         self._writer = ChunkWriter("chatcmpl-anthropic", created, model, include_usage)
         self._include_usage = include_usage
         self._json_mode = json_mode
@@ -563,30 +563,6 @@ class AnthropicStream:
         self._with_args: set[int] = set()
         self._tools = 0
         self._stop_reason: str | None = None
-        self._usage: dict[str, Any] = {}
-        self.started = False
-        self.finished = False
-        self.error: Failure | None = None
-        self.error_in_band = False
-        self.usage: dict[str, Any] | None = None
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self.finished or self.error is not None:
-            return b""
-        _, events = self._scanner.feed(chunk)
-        out: list[bytes] = []
-        for event in events:
-            out.append(self._event(event))
-            if self.finished or self.error is not None:
-                break
-        return b"".join(out)
-
-    def close(self) -> bytes:
-        if not self.finished and self.error is None:
-            self.error = Failure(FailureKind.STREAM_BROKEN, None,
-                                 "The upstream stream ended before the answer was complete.",
-                                 "stream_interrupted")
-        return b""
 
     # -- one event --------------------------------------------------------------------------
 

@@ -11,12 +11,12 @@ import base64
 import hashlib
 import json
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import ApiError, error_body
 from ..routing.outcomes import Failure, FailureKind
-from ..sse import encode_event
+from ..sse import SSEEvent, SSEScanner, encode_event
 
 __all__ = [
     "ChunkWriter",
@@ -198,3 +198,45 @@ class ChunkWriter:
 def error_event(message: str, code: str | None) -> bytes:
     """The in-band OpenAI error event that ends a stream whose upstream failed mid-answer."""
     return encode_event(error_body(message, "upstream_error", None, code))
+
+
+def unfinished_stream() -> Failure:
+    """The failure of a stream that ended before its terminal marker."""
+    return Failure(FailureKind.STREAM_BROKEN, None,
+                   "The upstream stream ended before the answer was complete.",
+                   "stream_interrupted")
+
+
+class TranslatingStream:
+    """The shared part of the native stream translators: the SSE scanning, the
+    :class:`~badgr_middleware.providers.base.StreamTranslator` state, and the loop that turns
+    each upstream event into OpenAI bytes (:meth:`_event`, written by each format)."""
+
+    def __init__(self, scrub: Callable[[str], str]) -> None:
+        self._scanner = SSEScanner()
+        self._scrub = scrub
+        self._usage: dict[str, Any] = {}
+        self.started = False
+        self.finished = False
+        self.error: Failure | None = None
+        self.error_in_band = False
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.finished or self.error is not None:
+            return b""
+        _, events = self._scanner.feed(chunk)
+        out: list[bytes] = []
+        for event in events:
+            out.append(self._event(event))
+            if self.finished or self.error is not None:
+                break
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        if not self.finished and self.error is None:
+            self.error = unfinished_stream()
+        return b""
+
+    def _event(self, event: SSEEvent) -> bytes:  # pragma: no cover - abstract
+        raise NotImplementedError

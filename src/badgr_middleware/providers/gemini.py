@@ -27,11 +27,12 @@ from urllib.parse import quote, urlsplit
 
 from ..routing.outcomes import Failure, FailureKind
 from ..routing.policy import classify_status, parse_retry_after
-from ..sse import SSEEvent, SSEScanner
+from ..sse import SSEEvent
 from .base import UpstreamRequest
 from .common import (
     DONE_EVENT,
     ChunkWriter,
+    TranslatingStream,
     UnsupportedRequest,
     arguments_json,
     dumps,
@@ -544,7 +545,7 @@ def classify_gemini_error(status: int, error: Mapping[str, Any],
 # -- streams ------------------------------------------------------------------------------------
 
 
-class GeminiStream:
+class GeminiStream(TranslatingStream):
     """Translates ``streamGenerateContent?alt=sse`` events into OpenAI chunks.
 
     Each Gemini event carries new parts per candidate: text parts become content deltas, a
@@ -557,41 +558,19 @@ class GeminiStream:
 
     def __init__(self, scrub: Callable[[str], str], *, created: int, model: str,
                  include_usage: bool = False, choices: int = 1) -> None:
-        self._scanner = SSEScanner()
-        self._scrub = scrub
+        super().__init__(scrub)
         self._writer = ChunkWriter("", created, model, include_usage)
         self._include_usage = include_usage
         self._choices = choices
         self._opened: set[int] = set()
         self._calls: dict[int, int] = {}
         self._done: set[int] = set()
-        self._usage: dict[str, Any] = {}
-        self.started = False
-        self.finished = False
-        self.error: Failure | None = None
-        self.error_in_band = False
-        self.usage: dict[str, Any] | None = None
-
-    def feed(self, chunk: bytes) -> bytes:
-        if self.finished or self.error is not None:
-            return b""
-        _, events = self._scanner.feed(chunk)
-        out: list[bytes] = []
-        for event in events:
-            out.append(self._event(event))
-            if self.finished or self.error is not None:
-                break
-        return b"".join(out)
 
     def close(self) -> bytes:
         out = b""
         if not self.finished and self.error is None and self._scanner.remainder().strip():
             out = self.feed(b"\n\n")  # a last event without its blank line
-        if not self.finished and self.error is None:
-            self.error = Failure(FailureKind.STREAM_BROKEN, None,
-                                 "The upstream stream ended before the answer was complete.",
-                                 "stream_interrupted")
-        return out
+        return out + super().close()
 
     def _event(self, event: SSEEvent) -> bytes:
         data = _load(event.data)

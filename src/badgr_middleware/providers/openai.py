@@ -16,6 +16,7 @@ from ..routing.outcomes import Failure, FailureKind
 from ..routing.policy import classify_status, parse_retry_after
 from ..sse import SSEScanner
 from .base import UpstreamRequest
+from .common import unfinished_stream
 
 if TYPE_CHECKING:
     from ..config import ProviderConfig
@@ -201,9 +202,7 @@ class OpenAIStream:
             # some OpenAI-compatible servers end without [DONE]; the answer itself is whole
             self.finished = True
             return b"data: [DONE]\n\n"
-        self.error = Failure(FailureKind.STREAM_BROKEN, None,
-                             "The upstream stream ended before the answer was complete.",
-                             "stream_interrupted")
+        self.error = unfinished_stream()
         return b""
 
     def _error(self, data: bytes) -> Failure | None:
