@@ -69,8 +69,9 @@ def record(
     if state.state == OPEN:
         return state, None  # a late result from before the breaker opened
     buckets = _add(state.buckets, ok, now, policy.window)
-    if ok:
-        return replace(state, consecutive=0, buckets=buckets), None
+    if ok:  # built directly: this runs for every answer, and replace() is slow
+        return BreakerState(CLOSED, 0, state.opened_at, state.probes, state.probe_at,
+                            buckets), None
     consecutive = state.consecutive + 1
     successes = sum(b[1] for b in buckets)
     failures = sum(b[2] for b in buckets)
@@ -87,6 +88,9 @@ def _add(
 ) -> tuple[tuple[int, int, int], ...]:
     width = window / BUCKETS
     index = int(now // width)
+    if buckets and buckets[-1][0] == index and buckets[0][0] > index - BUCKETS:
+        _, successes, failures = buckets[-1]  # the common case: the current bucket, none stale
+        return (*buckets[:-1], (index, successes + ok, failures + (not ok)))
     kept = [b for b in buckets if b[0] > index - BUCKETS]
     if kept and kept[-1][0] == index:
         _, successes, failures = kept[-1]

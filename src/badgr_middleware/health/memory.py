@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryHealthStore"]
 
+_FRESH = breaker.BreakerState()
+
 
 class MemoryHealthStore:
     """Health of every key in this process; safe to share between threads and event loops."""
@@ -71,9 +73,9 @@ class MemoryHealthStore:
             for key in dict.fromkeys(keys):  # statistics count a result once per key
                 self._stats.setdefault(key, _Stats()).add(ok, now, kind, status)
             for key in keys:
-                state = self._breakers.get(key, breaker.BreakerState())
+                state = self._breakers.get(key, _FRESH)
                 state, transition = breaker.record(state, ok, now, self.policy)
-                if state == breaker.BreakerState():
+                if state == _FRESH:
                     self._breakers.pop(key, None)
                 else:
                     self._breakers[key] = state
@@ -155,9 +157,12 @@ class _Stats:
             self.served = self.failed = 0
             self.last_error = None
         minute = int(now // 60)
-        for old in [m for m in self.buckets if m <= minute - HISTORY_MINUTES]:
-            del self.buckets[old]
-        self.buckets.setdefault(minute, [0, 0])[0 if ok else 1] += 1
+        bucket = self.buckets.get(minute)
+        if bucket is None:  # a new minute: drop those that fell out of the history
+            for old in [m for m in self.buckets if m <= minute - HISTORY_MINUTES]:
+                del self.buckets[old]
+            bucket = self.buckets[minute] = [0, 0]
+        bucket[0 if ok else 1] += 1
         if ok:
             self.served += 1
         else:

@@ -27,6 +27,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+# Seconds a request runs before a task starts watching for the client to disconnect: the
+# longest a disconnect can go unnoticed (an LLM answer takes far longer than this).
+WATCH_AFTER = 0.01
+
+
 class BadgrApp:
     """An ASGI app that serves only the OpenAI-compatible endpoint.
 
@@ -136,18 +141,27 @@ class _DisconnectWatch:
 
     One helper task waits on ``receive()`` for ``http.disconnect``, and the response is
     produced in the serving task itself: one task per request instead of a second task for
-    the response and an ``asyncio.wait`` over both. Once the last body message is sent the
-    watch stands down (ASGI servers also report ``http.disconnect`` after a complete
-    response), so the stream's final bookkeeping is never cut short.
+    the response and an ``asyncio.wait`` over both. The helper task starts only once the
+    request has taken ``WATCH_AFTER`` seconds: most of a short request's cost would be the
+    task, and a disconnect is still seen at most that late (the server keeps it queued for
+    ``receive()``). Once the last body message is sent the watch stands down (ASGI servers
+    also report ``http.disconnect`` after a complete response), so the stream's final
+    bookkeeping is never cut short.
     """
 
-    __slots__ = ("_task", "_watcher", "active", "fired")
+    __slots__ = ("_receive", "_task", "_timer", "_watcher", "active", "fired")
 
     def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self._receive = receive
         self._task = task
         self.active = True
         self.fired = False
-        self._watcher = asyncio.ensure_future(self._watch(receive))
+        self._watcher: asyncio.Future[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+
+    def _start(self) -> None:
+        if self.active:
+            self._watcher = asyncio.ensure_future(self._watch(self._receive))
 
     async def _watch(self, receive: Receive) -> None:
         with contextlib.suppress(Exception):  # a receive() that failed counts as one too
@@ -159,9 +173,11 @@ class _DisconnectWatch:
             self._task.cancel()
 
     def stop(self) -> None:
+        self._timer.cancel()
         if self.active:  # the response did not finish: stop watching now
             self.active = False
-            self._watcher.cancel()
+            if self._watcher is not None:
+                self._watcher.cancel()
         # After a complete response the server answers the pending receive() with
         # http.disconnect (the ASGI spec says so), which ends the watcher without the cost
         # of a cancellation.

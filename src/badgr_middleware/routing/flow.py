@@ -179,8 +179,12 @@ class Flow:
         half_open: frozenset[str] = frozenset(),
         latency: Mapping[str, LatencyStats] | None = None,
         deprioritised: frozenset[str] = frozenset(),
+        listening: Callable[[Signal], bool] = lambda signal: True,
     ) -> None:
         self.request = request
+        # whether a signal has receivers: the payloads of every request's start and finish
+        # are only built when somebody listens (failure paths always report)
+        self.listening = listening
         # providers whose official status page reports a major outage: tried last, not skipped
         self.deprioritised = deprioritised
         self.retry = retry
@@ -220,13 +224,14 @@ class Flow:
     def _run(self, started: float) -> FlowGenerator:
         req = self.request
         deadline = started + self.budget
-        yield Emit(
-            signals.request_started,
-            signals.RequestStarted(
-                req.request_id, req.route, req.model, req.stream,
-                tuple(t.key for t in req.plan.targets),
-            ),
-        )
+        if self.listening(signals.request_started):
+            yield Emit(
+                signals.request_started,
+                signals.RequestStarted(
+                    req.request_id, req.route, req.model, req.stream,
+                    tuple(t.key for t in req.plan.targets),
+                ),
+            )
         self.queue = self._ordered(list(req.plan.targets))
         if self.deprioritised:
             self.queue.sort(key=lambda t: t.provider in self.deprioritised)  # stable
@@ -472,6 +477,8 @@ class Flow:
         failure = delivered.failure
         if failure is None:
             yield Record((target.key, target.provider), True, ttfb, now - began)
+            if not self.listening(signals.request_finished):
+                return
             yield Emit(
                 signals.request_finished,
                 signals.RequestFinished(
