@@ -20,12 +20,14 @@ from badgr_middleware.config import (
     ConfigProblem,
     Cooldowns,
     ProviderConfig,
+    ResumePolicy,
     RetryPolicy,
     StateConfig,
     TargetConfig,
     Timeouts,
     load_config,
 )
+from badgr_middleware.pricing import Price
 from badgr_middleware.providers.known import (
     IMPLEMENTED_KINDS,
     KINDS,
@@ -842,6 +844,46 @@ RULES: list[tuple[str, Callable[[], dict[str, Any]], str, str]] = [
     ("hedge_after empty", _alias(hedge_after=""), "models.m.hedge_after", "bad_value"),
     ("hedge_after bool", _alias(hedge_after=True), "models.m.hedge_after", "bad_type"),
     ("hedge_after list", _alias(hedge_after=[0.5]), "models.m.hedge_after", "bad_type"),
+    # prices: a target's price, the prices table (see also the tests at the end)
+    ("price not a table", _mod(models={"m": [{"target": "local/x", "price": 2.5}]}),
+     "models.m[0].price", "bad_price"),
+    ("price without output", _mod(models={"m": [{"target": "local/x", "price": {"input": 1}}]}),
+     "models.m[0].price.output", "bad_price"),
+    ("price negative", _mod(models={"m": [{"target": "local/x",
+                                            "price": {"input": -1, "output": 1}}]}),
+     "models.m[0].price.input", "bad_price"),
+    ("price a string", _mod(models={"m": [{"target": "local/x",
+                                            "price": {"input": "1", "output": 1}}]}),
+     "models.m[0].price.input", "bad_price"),
+    ("price typo", _mod(models={"m": [{"target": "local/x",
+                                        "price": {"input": 1, "ouptut": 1}}]}),
+     "models.m[0].price.ouptut", "unknown_key"),
+    ("prices not a table", _mod(prices=["gpt-4o"]), "prices", "bad_type"),
+    ("prices entry inf", _mod(prices={"gpt-4o": {"input": float("inf"), "output": 1}}),
+     "prices.gpt-4o.input", "bad_price"),
+    ("prices entry bool", _mod(prices={"gpt-4o": {"input": 1, "output": True}}),
+     "prices.gpt-4o.output", "bad_price"),
+    ("prices empty key", _mod(prices={"": {"input": 1, "output": 1}}), "prices", "bad_price"),
+    # aliases: cost limits and resume
+    ("max_price_ratio zero", _alias(max_price_ratio=0), "models.m.max_price_ratio", "bad_value"),
+    ("max_price_ratio string", _alias(max_price_ratio="2"), "models.m.max_price_ratio",
+     "bad_type"),
+    ("max_cost negative", _alias(max_cost=-0.1), "models.m.max_cost", "bad_value"),
+    ("max_cost nan", _alias(max_cost=float("nan")), "models.m.max_cost", "bad_value"),
+    ("max_cost bool", _alias(max_cost=True), "models.m.max_cost", "bad_type"),
+    ("resume string", _alias(resume="yes"), "models.m.resume", "bad_type"),
+    ("resume tokens zero", _alias(resume={"max_sent_tokens": 0}),
+     "models.m.resume.max_sent_tokens", "bad_value"),
+    ("resume tokens float", _alias(resume={"max_sent_tokens": 2.5}),
+     "models.m.resume.max_sent_tokens", "bad_type"),
+    ("resume typo", _alias(resume={"max_tokens": 10}), "models.m.resume.max_tokens",
+     "unknown_key"),
+    # top level: attempts detail and quota reserve
+    ("attempts_detail string", _mod(attempts_detail="true"), "attempts_detail", "bad_type"),
+    ("quota_reserve negative", _mod(quota_reserve=-0.1), "quota_reserve", "bad_value"),
+    ("quota_reserve one", _mod(quota_reserve=1), "quota_reserve", "bad_value"),
+    ("quota_reserve percent", _mod(quota_reserve=5), "quota_reserve", "bad_value"),
+    ("quota_reserve string", _mod(quota_reserve="5%"), "quota_reserve", "bad_type"),
 ]
 
 
@@ -862,6 +904,7 @@ def test_rules_cover_every_problem_code() -> None:
     covered |= {"bad_catalog"} | retired  # bad_catalog: tests/providers/test_catalog_bypass.py
     covered |= {"bad_status_page"}  # tests/status/test_status_config.py
     covered |= {"bad_limits"}  # tests/limits/test_limits_unit.py
+    covered |= {"unknown_price"}  # a warning: test_unknown_price_is_a_warning_on_the_target
     assert covered == set(PROBLEM_CODES)
 
 
@@ -1949,3 +1992,144 @@ def test_a_secret_url_shows_nothing_of_itself() -> None:
 
     url = Secret("unix:///run/redis.sock?password=hunter2-secret")
     assert str(url) == "****" and repr(url) == "Secret('****')"
+
+
+# --------------------------------------------------------------------------- prices, cost, resume
+
+
+def test_cost_resume_and_quota_defaults() -> None:
+    config = Config.from_dict(valid(), env={})
+    assert (config.prices, config.attempts_detail, config.quota_reserve) == ({}, False, 0.05)
+    alias = config.models["fast"]
+    assert (alias.max_price_ratio, alias.max_cost, alias.resume) == (None, None, None)
+    assert alias.targets[0].price is None
+    assert ResumePolicy().max_sent_tokens == 4000
+
+
+def test_cost_resume_and_quota_values() -> None:
+    config = Config.from_dict(valid(
+        models={"m": {"targets": [{"target": "local/x", "price": {"input": 2.5, "output": 10}},
+                                  {"target": "local/y", "price": {"input": 0, "output": 0}}],
+                      "max_price_ratio": 2, "max_cost": 0.05,
+                      "resume": {"max_sent_tokens": 2000}}},
+        prices={"gpt-4o": {"input": 2, "output": 8}, "my-model": {"input": 0.1, "output": 0.2}},
+        attempts_detail=True,
+        quota_reserve=0,
+    ), env={})
+    alias = config.models["m"]
+    assert alias.targets[0] == TargetConfig("local", "x", price=Price(2.5, 10.0))
+    assert alias.targets[1].price == Price(0.0, 0.0)
+    assert isinstance(alias.targets[0].price.output, float)  # type: ignore[union-attr]
+    assert (alias.max_price_ratio, alias.max_cost) == (2.0, 0.05)
+    assert isinstance(alias.max_price_ratio, float)
+    assert alias.resume == ResumePolicy(2000)
+    assert dict(config.prices) == {"gpt-4o": Price(2.0, 8.0), "my-model": Price(0.1, 0.2)}
+    assert (config.attempts_detail, config.quota_reserve) == (True, 0.0)
+    assert config.warnings == ()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (True, ResumePolicy()), (False, None), ({}, ResumePolicy()),
+    ({"max_sent_tokens": 1}, ResumePolicy(1)),
+])
+def test_resume_forms(value: Any, expected: ResumePolicy | None) -> None:
+    assert Config.from_dict(_alias(resume=value)(), env={}).models["m"].resume == expected
+
+
+def test_unknown_price_is_a_warning_on_the_target() -> None:
+    config = Config.from_dict(_alias(max_cost=0.1)(), env={})
+    assert [(w.path, w.code, w.severity) for w in config.warnings] == [
+        ("models.m.targets[0]", "unknown_price", "warning"),
+        ("models.m.targets[1]", "unknown_price", "warning"),
+    ]
+    assert "max_cost" in config.warnings[0].message
+    assert "price" in config.warnings[0].fix
+    assert config.models["m"].max_cost == 0.1
+
+
+def test_known_prices_silence_the_unknown_price_warning() -> None:
+    data = valid(
+        models={"m": {"targets": ["openrouter/openai/gpt-4o-2024-08-06",  # shipped price
+                                  "local/mine",  # a prices entry
+                                  {"target": "local/x", "price": {"input": 0, "output": 0}}],
+                      "max_price_ratio": 1.5, "max_cost": 1}},
+        prices={"mine": {"input": 1, "output": 1}},
+    )
+    assert Config.from_dict(data, env={}).warnings == ()
+
+
+def test_no_price_limit_no_price_warning() -> None:
+    assert Config.from_dict(_alias(resume=True)(), env={}).warnings == ()
+
+
+def test_price_problems_are_reported_at_once() -> None:
+    data = valid(
+        models={"m": {"targets": [{"target": "local/x", "price": {"input": -1}}],
+                      "max_price_ratio": -1, "max_cost": "1", "resume": {"max_sent_tokens": 0}}},
+        prices={"gpt-4o": {"input": "2.5", "output": 10}, "x": 3},
+        attempts_detail=1,
+        quota_reserve=1.5,
+    )
+    assert {(p.path, p.code) for p in problems_of(data)} == {
+        ("models.m.targets[0].price.input", "bad_price"),
+        ("models.m.targets[0].price.output", "bad_price"),
+        ("models.m.max_price_ratio", "bad_value"),
+        ("models.m.max_cost", "bad_type"),
+        ("models.m.resume.max_sent_tokens", "bad_value"),
+        ("prices.gpt-4o.input", "bad_price"),
+        ("prices.x", "bad_price"),
+        ("attempts_detail", "bad_type"),
+        ("quota_reserve", "bad_value"),
+    }
+
+
+def test_price_messages_do_not_echo_strings() -> None:
+    (problem,) = problems_of(valid(prices={"m": {"input": FAKE_KEY, "output": 1}}))
+    assert FAKE_KEY not in str(problem)
+    assert problem.message.endswith("got a string")
+
+
+def test_prices_cost_and_resume_from_toml(tmp_path: Path) -> None:
+    path = tmp_path / "badgr.toml"
+    path.write_text("""
+allow_anonymous = true
+attempts_detail = true
+quota_reserve = 0.1
+
+[providers.local]
+base_url = "http://127.0.0.1:8001/v1"
+
+[prices]
+"gpt-4o" = { input = 2.5, output = 10 }
+
+[models.m]
+targets = [{ target = "local/x", price = { input = 0.5, output = 1.5 } }, "local/gpt-4o"]
+max_price_ratio = 2
+max_cost = 0.05
+resume = { max_sent_tokens = 2000 }
+
+[models.n]
+targets = ["local/gpt-4o"]
+resume = true
+""", encoding="utf-8")
+    config = Config.from_toml(path, env={})
+    assert config.models["m"].targets[0].price == Price(0.5, 1.5)
+    assert (config.models["m"].max_price_ratio, config.models["m"].max_cost) == (2.0, 0.05)
+    assert config.models["m"].resume == ResumePolicy(2000)
+    assert config.models["n"].resume == ResumePolicy(4000)
+    assert config.prices == {"gpt-4o": Price(2.5, 10.0)}
+    assert (config.attempts_detail, config.quota_reserve) == (True, 0.1)
+    assert config.warnings == ()
+
+
+def test_new_fields_keep_secrets_out_of_repr() -> None:
+    config = Config.from_dict(valid(
+        providers={"openai": {"api_key": FAKE_KEY}},
+        models={"m": {"targets": [{"target": "openai/gpt-4o", "price": {"input": 1, "output": 2}}],
+                      "max_cost": 1, "resume": True}},
+        prices={"gpt-4o": {"input": 2.5, "output": 10}},
+        client_keys=[FAKE_CLIENT_KEY],
+    ), env={})
+    text = repr(config)
+    assert FAKE_KEY not in text and FAKE_CLIENT_KEY not in text
+    assert "Price(input=2.5, output=10.0)" in text

@@ -41,6 +41,7 @@ __all__ = [
     "retry_scheduled",
     "store_degraded",
     "store_recovered",
+    "stream_resumed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ request_finished = Signal()
 request_failed = Signal()
 store_degraded = Signal()
 store_recovered = Signal()
+stream_resumed = Signal()
 
 SIGNALS: dict[str, Signal] = {
     "request_started": request_started,
@@ -69,6 +71,7 @@ SIGNALS: dict[str, Signal] = {
     "request_failed": request_failed,
     "store_degraded": store_degraded,
     "store_recovered": store_recovered,
+    "stream_resumed": stream_resumed,
 }
 """Each Django signal by the name of the core signal it mirrors."""
 

@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from badgr_middleware.pricing import Price, lookup_price
 from badgr_middleware.providers.known import (
     IMPLEMENTED_KINDS,
     KINDS,
@@ -39,6 +40,7 @@ __all__ = [
     "Cooldowns",
     "LimitsConfig",
     "ProviderConfig",
+    "ResumePolicy",
     "RetryPolicy",
     "StateConfig",
     "StatusPagesConfig",
@@ -74,6 +76,8 @@ PROBLEM_CODES: tuple[str, ...] = (
     "bad_catalog",
     "bad_status_page",
     "bad_limits",
+    "bad_price",
+    "unknown_price",
 )
 """Every :attr:`ConfigProblem.code`, in a fixed order; new codes are only ever appended."""
 
@@ -147,11 +151,22 @@ class TargetConfig:
     context_window: int | None = None
     # Share of this target under weighted routing; None counts as 1.
     weight: float | None = None
+    # The target's own price; None: the configuration's prices, then the shipped list prices
+    # (badgr_middleware.pricing), are looked up by model name when a request is planned.
+    price: Price | None = None
 
     @property
     def name(self) -> str:
         """The target as ``"<provider>/<model>"``."""
         return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True)
+class ResumePolicy:
+    """Resume a stream that broke after reaching the client on the next target, when fewer
+    than ``max_sent_tokens`` completion tokens had already been sent."""
+
+    max_sent_tokens: int = 4000
 
 
 @dataclass(frozen=True)
@@ -165,6 +180,12 @@ class AliasConfig:
     routing: str = "ordered"
     # Seconds before the next target is started in parallel, "p95", or None: no hedging.
     hedge_after: float | str | None = None
+    # A fallback target may cost at most this many times the alias's first target.
+    max_price_ratio: float | None = None
+    # US dollars one request may cost, every attempt included (estimated before sending).
+    max_cost: float | None = None
+    # None: a stream that broke after reaching the client ends with an error chunk.
+    resume: ResumePolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -295,6 +316,15 @@ class Config:
     status_auth: str = "clients"
     status_pages: StatusPagesConfig = StatusPagesConfig()
     limits: LimitsConfig = LimitsConfig()
+    # Model name -> price (USD per million tokens), laid over pricing.DEFAULT_PRICES: this
+    # holds the configured entries only; look prices up with pricing.lookup_price(model,
+    # config.prices).
+    prices: Mapping[str, Price] = field(default_factory=lambda: MappingProxyType({}))
+    # Send the attempts-detail header with every response, not only when a client asks.
+    attempts_detail: bool = False
+    # A target whose remaining rate-limit share is at or below this is tried last until its
+    # limit resets; 0 switches quota-aware ordering off.
+    quota_reserve: float = 0.05
     warnings: tuple[ConfigProblem, ...] = ()
 
     @classmethod
@@ -364,13 +394,18 @@ _TOP_KEYS = (
     "status_auth",
     "status_pages",
     "limits",
+    "prices",
+    "attempts_detail",
+    "quota_reserve",
 )
 _PROVIDER_KEYS = (
     "kind", "base_url", "api_key", "headers", "models", "openrouter", "api_version",
     "deployment", "bypass",
 )
-_TARGET_KEYS = ("target", "context_window", "weight")
-_ALIAS_KEYS = ("targets", "routing", "hedge_after")
+_TARGET_KEYS = ("target", "context_window", "weight", "price")
+_ALIAS_KEYS = ("targets", "routing", "hedge_after", "max_price_ratio", "max_cost", "resume")
+_PRICE_KEYS = ("input", "output")
+_RESUME_KEYS = ("max_sent_tokens",)
 _ROUTINGS = ("ordered", "latency", "weighted")
 _HEDGE_PERCENTILES = ("p95",)
 _STATE_KEYS = ("backend", "url", "timeout", "retry_interval", "key_prefix")
@@ -631,7 +666,8 @@ def _build(ck: _Checker, data: object) -> Config | None:
         return None
     ck.keys(data, "", _TOP_KEYS)
     providers, names = _providers(ck, data.get("providers"))
-    models = _aliases(ck, data.get("models"), names)
+    prices = _prices(ck, data.get("prices"))
+    models = _aliases(ck, data.get("models"), names, prices)
     client_keys = _client_keys(ck, data.get("client_keys"))
 
     allow_anonymous = False
@@ -687,6 +723,12 @@ def _build(ck: _Checker, data: object) -> Config | None:
     status_keys, status_auth, status_pages = _status(ck, data, names)
     limits = _limits(ck, data.get("limits"))
 
+    attempts_detail = False
+    if data.get("attempts_detail") is not None:
+        flag = ck.boolean(data["attempts_detail"], "attempts_detail", "attempts_detail")
+        attempts_detail = bool(flag)
+    quota_reserve = _quota_reserve(ck, data.get("quota_reserve"))
+
     if (
         not client_keys
         and authenticate is None
@@ -720,6 +762,9 @@ def _build(ck: _Checker, data: object) -> Config | None:
         status_auth=status_auth,
         status_pages=status_pages,
         limits=limits,
+        prices=MappingProxyType(prices),
+        attempts_detail=attempts_detail,
+        quota_reserve=quota_reserve,
         warnings=tuple(p for p in ck.problems if p.severity == "warning"),
     )
 
@@ -1028,7 +1073,9 @@ def _model_list(ck: _Checker, raw: object, path: str) -> tuple[str, ...]:
     return tuple(models)
 
 
-def _aliases(ck: _Checker, raw: object, names: set[str]) -> dict[str, AliasConfig]:
+def _aliases(
+    ck: _Checker, raw: object, names: set[str], prices: Mapping[str, Price]
+) -> dict[str, AliasConfig]:
     aliases: dict[str, AliasConfig] = {}
     if raw is None:
         return aliases
@@ -1044,6 +1091,7 @@ def _aliases(ck: _Checker, raw: object, names: set[str]) -> dict[str, AliasConfi
         targets_raw, targets_path = body, path
         routing: str | None = None
         hedge_after: float | str | None = None
+        options: dict[str, Any] = {}
         if isinstance(body, Mapping):
             ck.keys(body, path, _ALIAS_KEYS)
             targets_raw, targets_path = body.get("targets"), _join(path, "targets")
@@ -1051,6 +1099,11 @@ def _aliases(ck: _Checker, raw: object, names: set[str]) -> dict[str, AliasConfi
                 routing = ck.choice(body["routing"], _join(path, "routing"), "routing", _ROUTINGS)
             if body.get("hedge_after") is not None:
                 hedge_after = _hedge_after(ck, body["hedge_after"], _join(path, "hedge_after"))
+            for name, example in (("max_price_ratio", 2), ("max_cost", 0.05)):
+                if body.get(name) is not None:
+                    options[name] = ck.number(body[name], _join(path, name), name, example)
+            if body.get("resume") is not None:
+                options["resume"] = _resume(ck, body["resume"], _join(path, "resume"))
         if targets_raw is _UNRESOLVED:
             continue
         if isinstance(targets_raw, str | Mapping):
@@ -1080,8 +1133,126 @@ def _aliases(ck: _Checker, raw: object, names: set[str]) -> dict[str, AliasConfi
         if routing is None:
             # Weights given without a routing mean the weights are meant to be used.
             routing = "weighted" if any(t.weight is not None for t in parsed) else "ordered"
-        aliases[alias] = AliasConfig(alias, parsed, routing=routing, hedge_after=hedge_after)
+        _warn_unpriced(ck, path, options, parsed, [p for _, p in entries], prices)
+        aliases[alias] = AliasConfig(
+            alias, parsed, routing=routing, hedge_after=hedge_after, **options
+        )
     return aliases
+
+
+def _warn_unpriced(
+    ck: _Checker,
+    path: str,
+    options: Mapping[str, Any],
+    targets: tuple[TargetConfig, ...],
+    paths: list[str],
+    prices: Mapping[str, Price],
+) -> None:
+    """Warn about targets whose price a price limit of the alias needs but nobody knows."""
+    given = [name for name in ("max_price_ratio", "max_cost") if options.get(name) is not None]
+    if not given:
+        return
+    option = " and ".join(given)
+    for target, target_path in zip(targets, paths, strict=True):
+        if target.price is None and lookup_price(target.model, prices) is None:
+            ck.warn(
+                target_path,
+                f"the price of this target is not known, so {option} cannot account for it",
+                'give the target a price, e.g. {target = "<provider>/<model>", price = '
+                "{input = 0.5, output = 1.5}} (US dollars per million tokens), or add its "
+                f"model under prices (see {_join(path, given[0])})",
+                "unknown_price",
+            )
+
+
+def _price(ck: _Checker, raw: object, path: str) -> Price | None:
+    """``{input = <USD>, output = <USD>}`` per million tokens, both required, 0 allowed."""
+    example = "price = {input = 2.5, output = 10.0}"
+    if raw is _UNRESOLVED:
+        return None
+    if not isinstance(raw, Mapping):
+        ck.error(path, f"a price must be a table of input and output, got {_describe(raw)}",
+                 f"write {example} (US dollars per million tokens)", "bad_price")
+        return None
+    ck.keys(raw, path, _PRICE_KEYS)
+    values: dict[str, float] = {}
+    for name in _PRICE_KEYS:
+        value = raw.get(name)
+        field_path = _join(path, name)
+        if value is _UNRESOLVED:
+            continue
+        if value is None:
+            ck.error(field_path, f"a price needs {name}", f"write {example}", "bad_price")
+        elif (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            ck.error(
+                field_path,
+                f"{name} must be a finite number of 0 or more (US dollars per million tokens), "
+                f"got {value if number else _describe(value)}",
+                f"write {example}",
+                "bad_price",
+            )
+        else:
+            values[name] = float(value)
+    if len(values) != len(_PRICE_KEYS):
+        return None
+    return Price(values["input"], values["output"])
+
+
+def _prices(ck: _Checker, raw: object) -> dict[str, Price]:
+    """``prices``: model name -> price, laid over the shipped list prices."""
+    prices: dict[str, Price] = {}
+    if raw is None:
+        return prices
+    mapping = ck.mapping(raw, "prices", '{"gpt-4o" = {input = 2.5, output = 10.0}}')
+    for number, (model, body) in enumerate((mapping or {}).items(), 1):
+        if not isinstance(model, str) or not model.strip():
+            ck.error("prices", f"entry {number} is not named by a model name",
+                     'e.g. "gpt-4o" = {input = 2.5, output = 10.0}', "bad_price")
+            continue
+        path = _join("prices", model)
+        price = _price(ck, body, path)
+        if price is not None:
+            prices[model] = price
+    return prices
+
+
+def _resume(ck: _Checker, raw: object, path: str) -> ResumePolicy | None:
+    """``true``, ``false`` or ``{max_sent_tokens = <n>}``."""
+    if raw is _UNRESOLVED:
+        return None
+    if isinstance(raw, bool):
+        return ResumePolicy() if raw else None
+    if not isinstance(raw, Mapping):
+        ck.bad_type(path, "a boolean or a table", raw,
+                    "write resume = true, or resume = {max_sent_tokens = 2000}")
+        return None
+    ck.keys(raw, path, _RESUME_KEYS)
+    if raw.get("max_sent_tokens") is None:
+        return ResumePolicy()
+    tokens = ck.integer(raw["max_sent_tokens"], _join(path, "max_sent_tokens"),
+                        "max_sent_tokens", 2000, minimum=1)
+    return None if tokens is None else ResumePolicy(tokens)
+
+
+def _quota_reserve(ck: _Checker, raw: object) -> float:
+    default = Config.quota_reserve
+    if raw is None:
+        return default
+    value = ck.number(raw, "quota_reserve", "quota_reserve", default, zero_ok=True)
+    if value is None:
+        return default
+    if value >= 1:
+        ck.error("quota_reserve",
+                 f"quota_reserve is a share of a rate limit, below 1, got {value:g}",
+                 "e.g. quota_reserve = 0.05 (5 % left), or 0 to switch it off", "bad_value")
+        return default
+    return value
 
 
 def _hedge_after(ck: _Checker, raw: object, path: str) -> float | str | None:
@@ -1114,6 +1285,7 @@ def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConf
         return None
     context_window: int | None = None
     weight: float | None = None
+    price: Price | None = None
     spec_path = path
     if isinstance(raw, Mapping):
         ck.keys(raw, path, _TARGET_KEYS)
@@ -1134,6 +1306,9 @@ def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConf
         if raw.get("weight") is not None:
             weight = ck.number(raw["weight"], _join(path, "weight"), "weight", 3)
             invalid = invalid or weight is None
+        if raw.get("price") is not None:
+            price = _price(ck, raw["price"], _join(path, "price"))
+            invalid = invalid or price is None
         if invalid:
             return None
     else:
@@ -1157,7 +1332,7 @@ def _target(ck: _Checker, raw: object, path: str, names: set[str]) -> TargetConf
         _unknown_provider_ref(ck, spec_path, provider, names, "unknown_target_provider")
         return None
     return TargetConfig(
-        provider=provider, model=model, context_window=context_window, weight=weight
+        provider=provider, model=model, context_window=context_window, weight=weight, price=price
     )
 
 

@@ -18,6 +18,7 @@ from blinker import Namespace, Signal
 
 __all__ = [
     "AttemptFailed",
+    "AttemptRecord",
     "CircuitChanged",
     "Failover",
     "RequestFailed",
@@ -25,6 +26,7 @@ __all__ = [
     "RequestStarted",
     "RetryScheduled",
     "StoreChanged",
+    "StreamResumed",
     "attempt_failed",
     "circuit_closed",
     "circuit_half_opened",
@@ -37,6 +39,7 @@ __all__ = [
     "retry_scheduled",
     "store_degraded",
     "store_recovered",
+    "stream_resumed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,9 @@ store_degraded = _signals.signal(
     "store_degraded", doc="The shared health store is unreachable; local state is used."
 )
 store_recovered = _signals.signal("store_recovered", doc="The shared health store is back.")
+stream_resumed = _signals.signal(
+    "stream_resumed", doc="A stream that broke mid-answer continues on another target."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +127,48 @@ class StoreChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One attempt of a request, as ``x-badgr-attempts-detail`` and the end signals show it.
+
+    ``outcome`` is ``"ok"``, a failure kind, or ``"refused"`` (skipped by a price limit);
+    ``cost`` is in USD when the target's price and the attempt's usage (or, for a stream
+    that broke, an estimate of it) are known; ``resumed`` marks the attempt that continued
+    a broken stream.
+    """
+
+    target: str
+    outcome: str
+    status: int | None
+    latency: float
+    cost: float | None = None
+    resumed: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"target": self.target, "outcome": self.outcome,
+                                "status": self.status, "ms": round(self.latency * 1000, 1),
+                                "cost": None if self.cost is None else round(self.cost, 8)}
+        if self.resumed:
+            data["resumed"] = True
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResumed:
+    """A stream broke after ``sent_tokens`` (estimated) reached the client and continues on
+    ``to_provider``/``to_model``."""
+
+    request_id: str
+    route: str
+    from_provider: str
+    from_model: str
+    to_provider: str
+    to_model: str
+    error_kind: str
+    sent_tokens: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class RequestFinished:
     request_id: str
     route: str
@@ -131,6 +179,8 @@ class RequestFinished:
     stream: bool
     status: int = 200
     usage: dict[str, Any] | None = field(default=None, hash=False)
+    cost: float | None = None  # USD over every attempt, where prices are known
+    attempts_detail: tuple[AttemptRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +194,8 @@ class RequestFailed:
     stream: bool
     provider: str | None = None
     model: str | None = None
+    cost: float | None = None
+    attempts_detail: tuple[AttemptRecord, ...] = ()
 
 
 def emit(signal: Signal, sender: Any, event: object) -> None:

@@ -670,9 +670,12 @@ def test_request_finished_carries_usage_attempts_and_latency() -> None:
     run = drive(make_flow(["a/x", "b/y"]), [Step(connect(), 1), Step(None, 2)],
                 delivered=Delivered(usage))
     (finished,) = run.events(signals.request_finished)
+    detail = (signals.AttemptRecord("a/x", "connect_error", None, 1.0),
+              signals.AttemptRecord("b/y", "ok", 200, 2.0))
     assert finished == signals.RequestFinished("req_1", "chat/completions", "b", "y", 2, 3.0,
-                                               False, 200, usage)
+                                               False, 200, usage, None, detail)
     assert [r.attempts for r in run.of(Respond)] == [2]
+    assert [r.detail for r in run.of(Respond)] == [detail[:1]]
     assert run.events(signals.request_failed) == []
 
 

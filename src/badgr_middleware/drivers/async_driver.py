@@ -29,11 +29,12 @@ from ..routing.flow import (
     Fail,
     FlowGenerator,
     Hedged,
+    Interrupted,
     Record,
     Respond,
     Sleep,
 )
-from ..routing.outcomes import Delivered, Failure
+from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
 from .base import (
     DISCONNECTED,
@@ -41,7 +42,7 @@ from .base import (
     TRANSPORT_ERRORS,
     DriverBase,
     Opened,
-    Relay,
+    final_error_event,
     transport_failure,
 )
 
@@ -106,13 +107,31 @@ class AsyncDriver(DriverBase):
             raise
 
     async def _execute(self, request: RoutedRequest, flow: FlowGenerator) -> HttpResponse:
-        action = next(flow)
+        advanced = await self._advance(request, flow, next(flow))
+        if isinstance(advanced, Fail):
+            return self.failure_response(request, advanced.error, advanced.attempts)
+        respond, opened = advanced
+        if not request.stream:
+            response = self.success(request, respond, opened)
+            await self.finish(flow, Delivered(opened.usage))
+            return response
+        relay = self._relay(request, respond, opened, flow)
+        await relay.__anext__()  # started: closing it now closes the upstream
+        return self.streaming(request, respond, opened, relay)
+
+    async def _advance(
+        self, request: RoutedRequest, flow: FlowGenerator, action: Any, resume: str = ""
+    ) -> tuple[Respond, Opened] | Fail:
+        """Carry out the flow's actions up to its Respond (with what answered) or Fail.
+
+        ``resume``: the answer so far, when the attempts continue a broken stream."""
         opened: Opened | None = None
         while True:
             result: Any = None
             if isinstance(action, Attempt):
                 if action.hedge is None:
-                    outcome = await self._attempt(request, action.target, action.time_left)
+                    outcome = await self._attempt(request, action.target, action.time_left,
+                                                  action.first_byte, resume)
                     result, opened = _split(outcome)
                 else:
                     result, opened = await self._hedged(request, action)
@@ -120,16 +139,10 @@ class AsyncDriver(DriverBase):
                 await asyncio.sleep(action.seconds)
             elif isinstance(action, Respond):
                 assert opened is not None
-                if not request.stream:
-                    response = self.success(request, action, opened)
-                    await self.finish(flow, Delivered(opened.usage))
-                    return response
-                relay = self._relay(opened, flow)
-                await relay.__anext__()  # started: closing it now closes the upstream
-                return self.streaming(request, action, opened, relay)
+                return action, opened
             elif isinstance(action, Fail):
                 flow.close()
-                return self.failure_response(request, action.error, action.attempts)
+                return action
             else:
                 result = await self.step(action)
             action = flow.send(result)
@@ -176,13 +189,13 @@ class AsyncDriver(DriverBase):
         connection so the upstream stops generating.
         """
         assert action.hedge is not None and action.hedge_after is not None
-        first = asyncio.ensure_future(self._attempt(request, action.target, action.time_left))
+        first = asyncio.ensure_future(
+            self._attempt(request, action.target, action.time_left, action.first_byte))
         done, _ = await asyncio.wait({first}, timeout=action.hedge_after)
         if first in done:
             return _split(first.result())
-        second = asyncio.ensure_future(
-            self._attempt(request, action.hedge, action.time_left - action.hedge_after)
-        )
+        second = asyncio.ensure_future(self._attempt(
+            request, action.hedge, action.time_left - action.hedge_after, action.first_byte))
         racing = {first: action.target, second: action.hedge}
         failures: list[tuple[Target, Failure]] = []
         pending = set(racing)
@@ -208,10 +221,13 @@ class AsyncDriver(DriverBase):
                 await asyncio.gather(*pending, return_exceptions=True)
 
     async def _attempt(
-        self, request: RoutedRequest, target: Target, time_left: float
+        self, request: RoutedRequest, target: Target, time_left: float,
+        first_byte: float | None = None, resume: str = "",
     ) -> Failure | Opened:
         wire = self.wires[target.provider]
         try:
+            if resume:
+                request = self.resumed_request(request, wire, resume)
             upstream = wire.build_request(request, target)
         except UnsupportedRequest as refusal:
             return refusal.failure
@@ -220,9 +236,10 @@ class AsyncDriver(DriverBase):
         response: aiohttp.ClientResponse | None = None
         handed_over = False
         start = asyncio.get_running_loop().time()
+        first_byte_limit = min(t.first_byte, time_left, first_byte or time_left)
         try:
             # one timer: the first-byte limit, moved out to the deadline once the answer began
-            async with asyncio.timeout_at(start + min(t.first_byte, time_left)) as limit:
+            async with asyncio.timeout_at(start + first_byte_limit) as limit:
                 response = await self.session(target.provider).request(
                     upstream.method, upstream.url, data=upstream.content,
                     headers=upstream.headers, timeout=timeout, allow_redirects=False,
@@ -231,11 +248,14 @@ class AsyncDriver(DriverBase):
                     body = await response.content.read(ERROR_BODY_LIMIT)
                     return wire.classify_error(response.status, response.headers, body,
                                                self.clock())
+                low_until = self.quota_low_until(response.headers, self.clock())
+                if low_until is not None:
+                    await self.store.acooldown(target.key, low_until, FailureKind.QUOTA_LOW)
                 if request.stream:
                     opened = await self._first_event(wire.stream(request, target), response)
                     handed_over = isinstance(opened, Opened)
                     return opened
-                if t.first_byte < time_left:
+                if first_byte_limit < time_left:
                     limit.reschedule(start + time_left)
                 body = await response.read()
                 failure, usage = wire.check_body(request.route, body)
@@ -267,26 +287,52 @@ class AsyncDriver(DriverBase):
         translator.close()
         return translator.error or transport_failure(EOFError(), answered=True, stream=True)
 
-    async def _relay(self, opened: Opened, flow: FlowGenerator) -> AsyncIterator[bytes]:
-        assert opened.stream is not None
-        relay = Relay(opened.stream)
-        outcome = DISCONNECTED
+    async def _relay(self, request: RoutedRequest, respond: Respond, opened: Opened,
+                     flow: FlowGenerator) -> AsyncIterator[bytes]:
+        relay = self.relay_for(request, opened)
+        outcome: Delivered | None = DISCONNECTED
+        resuming = False
         try:
             yield b""
-            try:
-                while not relay.done:
-                    out = relay.feed(await anext(opened.chunks, None))
-                    if out:
-                        yield out
-            except TRANSPORT_ERRORS as exc:
-                yield relay.broken(exc)
-            outcome = relay.outcome()
+            while True:
+                try:
+                    while not relay.done:
+                        out = relay.feed(await anext(opened.chunks, None))
+                        if out:
+                            yield out
+                except TRANSPORT_ERRORS as exc:
+                    relay.broken(exc)
+                tail, ended = relay.end()
+                if not isinstance(ended, Interrupted):
+                    outcome = ended
+                    if tail:
+                        yield tail
+                    return
+                opened.response.close()  # an unfinished upstream must see its connection go
+                assert relay.sent is not None
+                resuming = True
+                advanced = await self._advance(request, flow, flow.send(ended), relay.sent.text)
+                resuming = False
+                if isinstance(advanced, Fail):  # no target could continue: the flow is over
+                    outcome = None
+                    yield final_error_event(advanced.error)
+                    return
+                old, (respond, opened) = respond.target, advanced
+                assert opened.stream is not None
+                note, marker = self.resume_note(relay, old, respond)
+                relay = relay.resumed(opened.stream, note, note["sent_tokens"])
+                yield marker + relay.forward(opened.first)
         finally:
-            if outcome.failure is None:
-                _done_with(opened.response)
-            else:  # an unfinished upstream must see its connection go at once
+            if outcome is None or resuming:
                 opened.response.close()
-            await self.finish(flow, outcome)
+                if resuming:  # the client left while a continuation was being found
+                    await self.abandon(flow)
+            else:
+                if outcome.failure is None:
+                    _done_with(opened.response)
+                else:  # an unfinished upstream must see its connection go at once
+                    opened.response.close()
+                await self.finish(flow, outcome)
 
 
 def _done_with(response: aiohttp.ClientResponse) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -15,14 +17,25 @@ from .. import signals
 from ..errors import ApiError
 from ..health import HealthStore, KeyHealth, LatencyStats
 from ..messages import HttpResponse
+from ..pricing import estimate_tokens, usage_cost
 from ..providers.base import StreamTranslator, Wire
-from ..routing.flow import Emit, Flow, FlowGenerator, Respond, Unavailable
+from ..providers.quota import read_quota
+from ..resume import Continuation, SentLog, continuation_body, resume_marker
+from ..routing.flow import Emit, Flow, FlowGenerator, Interrupted, Respond, Unavailable
 from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
-from ..signals import CircuitChanged
+from ..signals import AttemptRecord, CircuitChanged
 from ..sse import encode_event
 
 __all__ = ["DriverBase", "Opened", "Relay", "stream_interrupted", "transport_failure"]
+
+# response headers that report remaining quota; one is enough to look further
+QUOTA_HEADERS = (
+    "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+    "anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-tokens-remaining",
+    "anthropic-ratelimit-input-tokens-remaining", "anthropic-ratelimit-output-tokens-remaining",
+)
+QUOTA_LOW_FOR = 60.0  # seconds a low-quota target is tried last when no reset time is given
 
 ERROR_BODY_LIMIT = 256 * 1024  # an upstream error body longer than this is cut when read
 DISCONNECTED = Delivered(None, Failure(FailureKind.CLIENT_DISCONNECTED, 499,
@@ -60,16 +73,20 @@ _CIRCUIT_SIGNALS = {
 
 def split_snapshot(
     snapshot: Mapping[str, KeyHealth], now: float
-) -> tuple[dict[str, Unavailable], frozenset[str], dict[str, LatencyStats]]:
+) -> tuple[dict[str, Unavailable], frozenset[str], dict[str, LatencyStats], frozenset[str]]:
     """What the flow needs from a health snapshot: who is out until when, which breakers
-    need a probe admitted first, and latency statistics."""
+    need a probe admitted first, latency statistics, and who is low on quota."""
     unavailable: dict[str, Unavailable] = {}
     half_open: set[str] = set()
     latency: dict[str, LatencyStats] = {}
+    low_quota: set[str] = set()
     for key, health in snapshot.items():
         if health.cooldown_until is not None and health.cooldown_until > now:
-            unavailable[key] = Unavailable(health.cooldown_until,
-                                           FailureKind(health.cooldown_kind))
+            if health.cooldown_kind == FailureKind.QUOTA_LOW:
+                low_quota.add(key)  # still served, but last
+            else:
+                unavailable[key] = Unavailable(health.cooldown_until,
+                                               FailureKind(health.cooldown_kind))
         if health.breaker == "open" and health.open_until is not None and (
             health.open_until > now
         ):
@@ -80,7 +97,7 @@ def split_snapshot(
             half_open.add(key)
         if health.latency is not None:
             latency[key] = health.latency
-    return unavailable, frozenset(half_open), latency
+    return unavailable, frozenset(half_open), latency, frozenset(low_quota)
 
 
 def transport_failure(exc: BaseException, *, answered: bool, stream: bool) -> Failure:
@@ -102,11 +119,17 @@ def transport_failure(exc: BaseException, *, answered: bool, stream: bool) -> Fa
 def stream_interrupted(exc: BaseException) -> Failure:
     """Classify an exception raised while relaying a stream the client has begun to receive."""
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
+        kind = FailureKind.STREAM_IDLE
         reason = "the upstream went silent for longer than the read timeout"
     else:
+        kind = FailureKind.STREAM_BROKEN
         reason = "the upstream connection broke"
-    return Failure(FailureKind.STREAM_BROKEN, None, f"The stream was interrupted: {reason}.",
-                   "stream_interrupted")
+    return Failure(kind, None, f"The stream was interrupted: {reason}.", "stream_interrupted")
+
+
+def final_error_event(error: ApiError) -> bytes:
+    """The in-band error event that ends a stream no target could continue."""
+    return encode_event(error.body())
 
 
 def error_chunk(failure: Failure) -> bytes:
@@ -119,17 +142,24 @@ def error_chunk(failure: Failure) -> bytes:
 class Relay:
     """What the client gets as upstream chunks arrive after the first event. No I/O.
 
-    Feed it each upstream chunk, ``None`` at the end of the body, or the exception that broke
-    the connection; it answers with the bytes to send. A stream that breaks, or ends without
-    finishing, gets one error event at the end, unless the upstream already sent its own.
+    Feed it each upstream chunk, or ``None`` at the end of the body, and :meth:`broken` the
+    exception that broke the connection; it answers with the bytes to send. Once
+    :attr:`done`, :meth:`end` gives the last bytes and the outcome: a stream that broke or
+    ended unfinished gets one error event (the upstream's own, if it sent one), unless it
+    may resume (a ``sent`` log is kept), in which case the outcome is :class:`Interrupted`
+    and nothing more is sent.
     """
 
-    __slots__ = ("_stream", "_failure", "_ended")
+    __slots__ = ("_stream", "_failure", "_ended", "_tail", "sent", "_continuation")
 
-    def __init__(self, stream: StreamTranslator) -> None:
+    def __init__(self, stream: StreamTranslator, sent: SentLog | None = None,
+                 continuation: Continuation | None = None) -> None:
         self._stream = stream
         self._failure: Failure | None = None
         self._ended = False
+        self._tail = b""
+        self.sent = sent
+        self._continuation = continuation
 
     @property
     def done(self) -> bool:
@@ -138,22 +168,43 @@ class Relay:
     def feed(self, chunk: bytes | None) -> bytes:
         if chunk is None:
             self._ended = True
-            return self._stream.close() + self._error_event()
-        return self._stream.feed(chunk)
+            return self.forward(self._stream.close())
+        return self.forward(self._stream.feed(chunk))
 
-    def broken(self, exc: BaseException) -> bytes:
+    def forward(self, out: bytes) -> bytes:
+        """Bytes of the translated stream on their way to the client."""
+        if self._continuation is not None and out:
+            out = self._continuation.feed(out)
+        if self.sent is not None and out:
+            self.sent.feed(out)
+        return out
+
+    def broken(self, exc: BaseException) -> None:
         self._ended = True
         self._failure = stream_interrupted(exc)
-        return self._error_event()
 
-    def outcome(self) -> Delivered:
-        return Delivered(self._stream.usage, self._failure or self._stream.error)
+    def end(self) -> tuple[bytes, Delivered | Interrupted]:
+        stream = self._stream
+        failure = self._failure or stream.error
+        if failure is None:
+            return b"", Delivered(stream.usage)
+        sent = self.sent
+        if sent is not None:
+            why = sent.why_not()
+            if why is None:
+                return b"", Interrupted(failure, estimate_tokens(sent.text))
+            failure = dataclasses.replace(failure, message=(
+                f"{failure.message.rstrip('.')}; {why}."))
+        if self._failure is None and stream.error_in_band and stream.error_event:
+            return stream.error_event, Delivered(stream.usage, failure)
+        return error_chunk(failure), Delivered(stream.usage, failure)
 
-    def _error_event(self) -> bytes:
-        failure = self._failure or self._stream.error
-        if failure is None or (self._failure is None and self._stream.error_in_band):
-            return b""
-        return error_chunk(failure)
+    def resumed(self, stream: StreamTranslator, note: dict[str, Any],
+                sent_tokens: int) -> Relay:
+        """The relay of the continuation that takes over from this one."""
+        assert self.sent is not None
+        continuation = Continuation(self.sent, note, sent_tokens)
+        return Relay(stream, self.sent, continuation)
 
 
 class DriverBase:
@@ -190,19 +241,51 @@ class DriverBase:
 
     def flow(self, request: RoutedRequest, snapshot: Mapping[str, KeyHealth]) -> FlowGenerator:
         cfg = self.config
-        unavailable, half_open, latency = split_snapshot(snapshot, self.clock())
+        unavailable, half_open, latency, low_quota = split_snapshot(snapshot, self.clock())
+        budget = cfg.timeouts.deadline
+        if request.deadline is not None:
+            budget = min(budget, request.deadline)
         return Flow(
             request,
             retry=cfg.retry,
             cooldowns=cfg.cooldowns,
-            budget=cfg.timeouts.deadline,
+            budget=budget,
             unavailable=unavailable,
             half_open=half_open,
             latency=latency,
+            low_quota=low_quota,
             deprioritised=self.deprioritised(),
             clock=self.clock,
             rng=self.rng,
         ).run()
+
+    def quota_low_until(self, headers: Mapping[str, str], now: float) -> float | None:
+        """When a 2xx answer's rate-limit headers say the target is nearly out of quota:
+        until when to try it last (the limit's reset), else None."""
+        reserve = self.config.quota_reserve
+        if not reserve or not any(name in headers for name in QUOTA_HEADERS):
+            return None
+        reading = read_quota(headers, now)
+        if reading is None or reading.remaining > reserve:
+            return None
+        return now + (reading.reset_after if reading.reset_after else QUOTA_LOW_FOR)
+
+    @staticmethod
+    def resumed_request(request: RoutedRequest, wire: Wire, text: str) -> RoutedRequest:
+        """``request`` asking ``wire``'s upstream to continue the answer ``text``."""
+        body = continuation_body(request.body, text, prefill=wire.prefill)
+        return dataclasses.replace(request, body=body)
+
+    @staticmethod
+    def resume_note(relay: Relay, old: Target, respond: Respond) -> tuple[dict[str, Any], bytes]:
+        """The ``badgr`` field of a resumed answer's final chunks, and the SSE comment that
+        marks where it continues."""
+        assert relay.sent is not None
+        tokens = estimate_tokens(relay.sent.text)
+        target = respond.target
+        note = {"resumed": True, "from": old.key, "to": target.key, "sent_tokens": tokens,
+                "attempts": respond.attempts}
+        return note, resume_marker(old.key, target.key, tokens)
 
     def emit(self, action: Emit) -> None:
         signals.emit(action.signal, self._sender(), action.event)
@@ -213,25 +296,51 @@ class DriverBase:
 
     @staticmethod
     def served_headers(
-        request: RoutedRequest, target: Target, attempts: int
+        request: RoutedRequest, respond: Respond, usage: dict[str, Any] | None = None,
+        *, streaming: bool = False,
     ) -> list[tuple[str, str]]:
-        return [
+        target = respond.target
+        headers = [
             ("x-badgr-provider", target.provider),
             ("x-badgr-model", target.model),
-            ("x-badgr-attempts", str(attempts)),
+            ("x-badgr-attempts", str(respond.attempts)),
             ("x-request-id", request.request_id),
         ]
+        if target.price is None and not request.attempts_detail:
+            return headers  # nothing to say about cost: the common case stays cheap
+        cost = None if streaming else usage_cost(target.price, usage)
+        current = AttemptRecord(target.key, "streaming" if streaming else "ok", 200,
+                                respond.latency, cost)
+        attempts = (*respond.detail, current)
+        if not streaming:
+            costs = [a.cost for a in attempts if a.cost is not None]
+            if costs:
+                headers.append(("x-badgr-cost", f"{sum(costs):.8f}".rstrip("0").rstrip(".")))
+        if request.attempts_detail:
+            headers.append(("x-badgr-attempts-detail", json.dumps(
+                [a.as_json() for a in attempts], separators=(",", ":"))))
+        return headers
 
     def success(self, request: RoutedRequest, respond: Respond, opened: Opened) -> HttpResponse:
         """The response to a non-streaming request."""
-        headers = JSON_HEADERS + self.served_headers(request, respond.target, respond.attempts)
+        headers = JSON_HEADERS + self.served_headers(request, respond, opened.usage)
         return HttpResponse(200, headers, opened.body)
 
     def streaming(self, request: RoutedRequest, respond: Respond, opened: Opened,
                   relay: Any) -> HttpResponse:
         """The response to a streaming request: the first bytes, then the started relay."""
-        headers = SSE_HEADERS + self.served_headers(request, respond.target, respond.attempts)
+        headers = SSE_HEADERS + self.served_headers(request, respond, streaming=True)
         return HttpResponse(200, headers, opened.first, stream=relay)
+
+    @staticmethod
+    def relay_for(request: RoutedRequest, opened: Opened) -> Relay:
+        """The relay of a stream; it logs what is sent when the request may resume."""
+        assert opened.stream is not None
+        sent = None
+        if request.resume is not None and request.route == "chat/completions":
+            sent = SentLog(request.resume.max_sent_tokens)
+            sent.feed(opened.first)
+        return Relay(opened.stream, sent)
 
     @staticmethod
     def failure_response(request: RoutedRequest, error: ApiError, attempts: int) -> HttpResponse:

@@ -26,11 +26,12 @@ from ..routing.flow import (
     Emit,
     Fail,
     FlowGenerator,
+    Interrupted,
     Record,
     Respond,
     Sleep,
 )
-from ..routing.outcomes import Delivered, Failure
+from ..routing.outcomes import Delivered, Failure, FailureKind
 from ..routing.plan import RoutedRequest, Target
 from .base import (
     DISCONNECTED,
@@ -38,7 +39,7 @@ from .base import (
     TRANSPORT_ERRORS,
     DriverBase,
     Opened,
-    Relay,
+    final_error_event,
     transport_failure,
 )
 
@@ -75,12 +76,30 @@ class SyncDriver(DriverBase):
     def execute(self, request: RoutedRequest) -> HttpResponse:
         snapshot = self.store.snapshot(self.health_keys(request), self.clock())
         flow = self.flow(request, snapshot)
-        action = next(flow)
+        advanced = self._advance(request, flow, next(flow))
+        if isinstance(advanced, Fail):
+            return self.failure_response(request, advanced.error, advanced.attempts)
+        respond, opened = advanced
+        if not request.stream:
+            response = self.success(request, respond, opened)
+            self.finish(flow, Delivered(opened.usage))
+            return response
+        relay = self._relay(request, respond, opened, flow)
+        next(relay)  # started: closing it now closes the upstream
+        return self.streaming(request, respond, opened, relay)
+
+    def _advance(
+        self, request: RoutedRequest, flow: FlowGenerator, action: Any, resume: str = ""
+    ) -> tuple[Respond, Opened] | Fail:
+        """Carry out the flow's actions up to its Respond (with what answered) or Fail.
+
+        ``resume``: the answer so far, when the attempts continue a broken stream."""
         opened: Opened | None = None
         while True:
             result: Any = None
             if isinstance(action, Attempt):
-                outcome = self._attempt(request, action.target, action.time_left)
+                outcome = self._attempt(request, action.target, action.time_left,
+                                        action.first_byte, resume)
                 if isinstance(outcome, Failure):
                     result = outcome
                 else:
@@ -89,16 +108,10 @@ class SyncDriver(DriverBase):
                 time.sleep(action.seconds)
             elif isinstance(action, Respond):
                 assert opened is not None
-                if not request.stream:
-                    response = self.success(request, action, opened)
-                    self.finish(flow, Delivered(opened.usage))
-                    return response
-                relay = self._relay(opened, flow)
-                next(relay)  # started: closing it now closes the upstream
-                return self.streaming(request, action, opened, relay)
+                return action, opened
             elif isinstance(action, Fail):
                 flow.close()
-                return self.failure_response(request, action.error, action.attempts)
+                return action
             else:
                 result = self.step(action)
             action = flow.send(result)
@@ -137,17 +150,21 @@ class SyncDriver(DriverBase):
                 action = flow.send(self.step(action))
 
     def _attempt(
-        self, request: RoutedRequest, target: Target, time_left: float
+        self, request: RoutedRequest, target: Target, time_left: float,
+        first_byte: float | None = None, resume: str = "",
     ) -> Failure | Opened:
         wire = self.wires[target.provider]
         try:
+            if resume:
+                request = self.resumed_request(request, wire, resume)
             upstream = wire.build_request(request, target)
         except UnsupportedRequest as refusal:
             return refusal.failure
         client = self.client(target.provider)
         t = self.config.timeouts
-        first_byte_by = self.clock() + min(t.first_byte, time_left)
-        read = min(t.read, t.first_byte, time_left)
+        first_byte_limit = min(t.first_byte, time_left, first_byte or time_left)
+        first_byte_by = self.clock() + first_byte_limit
+        read = min(t.read, first_byte_limit)
         connect = min(t.connect, time_left)
         http_request = client.build_request(
             upstream.method, upstream.url, headers=upstream.headers, content=upstream.content,
@@ -161,6 +178,9 @@ class SyncDriver(DriverBase):
                 body = _read_capped(response)
                 return wire.classify_error(response.status_code, response.headers, body,
                                            self.clock())
+            low_until = self.quota_low_until(response.headers, self.clock())
+            if low_until is not None:
+                self.store.cooldown(target.key, low_until, FailureKind.QUOTA_LOW)
             if not request.stream:
                 body = _read_until(response, deadline=self.clock() + time_left, clock=self.clock)
                 failure, usage = wire.check_body(request.route, body)
@@ -191,23 +211,47 @@ class SyncDriver(DriverBase):
             if response is not None and not handed_over:
                 response.close()
 
-    def _relay(self, opened: Opened, flow: FlowGenerator) -> Iterator[bytes]:
-        assert opened.stream is not None
-        relay = Relay(opened.stream)
-        outcome = DISCONNECTED
+    def _relay(self, request: RoutedRequest, respond: Respond, opened: Opened,
+               flow: FlowGenerator) -> Iterator[bytes]:
+        relay = self.relay_for(request, opened)
+        outcome: Delivered | None = DISCONNECTED
+        resuming = False
         try:
             yield b""
-            try:
-                while not relay.done:
-                    out = relay.feed(next(opened.chunks, None))
-                    if out:
-                        yield out
-            except TRANSPORT_ERRORS as exc:
-                yield relay.broken(exc)
-            outcome = relay.outcome()
+            while True:
+                try:
+                    while not relay.done:
+                        out = relay.feed(next(opened.chunks, None))
+                        if out:
+                            yield out
+                except TRANSPORT_ERRORS as exc:
+                    relay.broken(exc)
+                tail, ended = relay.end()
+                if not isinstance(ended, Interrupted):
+                    outcome = ended
+                    if tail:
+                        yield tail
+                    return
+                opened.response.close()
+                assert relay.sent is not None
+                resuming = True
+                advanced = self._advance(request, flow, flow.send(ended), relay.sent.text)
+                resuming = False
+                if isinstance(advanced, Fail):  # no target could continue: the flow is over
+                    outcome = None
+                    yield final_error_event(advanced.error)
+                    return
+                old, (respond, opened) = respond.target, advanced
+                assert opened.stream is not None
+                note, marker = self.resume_note(relay, old, respond)
+                relay = relay.resumed(opened.stream, note, note["sent_tokens"])
+                yield marker + relay.forward(opened.first)
         finally:
             opened.response.close()
-            self.finish(flow, outcome)
+            if resuming:  # the client left while a continuation was being found
+                self.abandon(flow)
+            elif outcome is not None:
+                self.finish(flow, outcome)
 
 
 def _read_until(response: httpx.Response, *, deadline: float, clock: Callable[[], float]

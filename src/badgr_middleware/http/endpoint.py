@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import re
 import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..config import ResumePolicy
 from ..errors import ApiError
 from ..messages import HttpRequest, HttpResponse
-from ..routing.plan import RoutedRequest, resolve_plan
+from ..routing.plan import Plan, RoutedRequest, resolve_plan
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -25,6 +27,7 @@ __all__ = ["Endpoint", "POST_ROUTES"]
 POST_ROUTES = frozenset({"chat/completions", "completions", "embeddings"})
 GET_ROUTES = frozenset({"models", "status"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_WHOLE_NUMBER = re.compile(r"[0-9]{1,15}")
 _JSON = [("content-type", "application/json")]
 
 
@@ -136,12 +139,14 @@ class Endpoint:
         _validate(route, body)
         plan = resolve_plan(body, self.config)
         model = body.get("model") or body["models"][0]
-        hedge_after = plan.hedge_after
-        header = request.headers.get("x-badgr-hedge-after")
-        if header is not None:
-            hedge_after = _hedge_setting(header)
-        return RoutedRequest(route, body, plan, request_id, bool(body.get("stream")), model,
-                             hedge_after)
+        routed = RoutedRequest(
+            route, body, plan, request_id, bool(body.get("stream")), model,
+            hedge_after=plan.hedge_after, resume=plan.resume,
+            max_price_ratio=plan.max_price_ratio, max_cost=plan.max_cost,
+            attempts_detail=self.config.attempts_detail,
+        )
+        _apply_headers(routed, request.headers, plan)
+        return routed
 
     def models(self, route: str) -> HttpResponse:
         """``GET /models``: the aliases and every model a provider declares."""
@@ -170,6 +175,80 @@ def body_too_large(limit: int) -> ApiError:
 def error_response(error: ApiError, request_id: str) -> HttpResponse:
     headers = [*_JSON, ("x-request-id", request_id), *error.headers]
     return HttpResponse(error.status, headers, error.body())
+
+
+def _apply_headers(routed: RoutedRequest, headers: Mapping[str, str], plan: Plan) -> None:
+    """Lay the request's ``x-badgr-*`` option headers over the plan's and config's settings.
+
+    They are read here only: upstream requests are built from the configuration and the body,
+    so no client header ever reaches a provider.
+    """
+    value = headers.get("x-badgr-hedge-after")
+    if value is not None:
+        routed.hedge_after = _hedge_setting(value)
+    value = headers.get("x-badgr-deadline-ms")
+    if value is not None:
+        routed.deadline = _deadline_setting(value)
+    value = headers.get("x-badgr-resume")
+    if value is not None:
+        routed.resume = _resume_setting(value, plan.resume)
+    value = headers.get("x-badgr-max-price-ratio")
+    if value is not None:
+        routed.max_price_ratio = _positive_number("x-badgr-max-price-ratio", value,
+                                                  "a number greater than 0, e.g. 1.5")
+    value = headers.get("x-badgr-max-cost")
+    if value is not None:
+        routed.max_cost = _positive_number("x-badgr-max-cost", value,
+                                           "a number of US dollars greater than 0, e.g. 0.05")
+    value = headers.get("x-badgr-attempts-detail")
+    if value is not None:
+        routed.attempts_detail = _flag_setting("x-badgr-attempts-detail", value)
+
+
+def _invalid_header(name: str, expected: str) -> ApiError:
+    return ApiError(400, f"{name} must be {expected}.", param=name, code="invalid_value")
+
+
+def _deadline_setting(value: str) -> float:
+    """``x-badgr-deadline-ms``: a whole number of milliseconds, at least 1; in seconds."""
+    text = value.strip()
+    if not _WHOLE_NUMBER.fullmatch(text) or int(text) < 1:
+        raise _invalid_header("x-badgr-deadline-ms",
+                              "a positive whole number of milliseconds, e.g. 20000")
+    return int(text) / 1000.0
+
+
+def _resume_setting(value: str, configured: ResumePolicy | None) -> ResumePolicy | None:
+    """``x-badgr-resume``: ``true`` (the alias's policy, or the default one), ``false``, or
+    the largest number of already-sent tokens after which a broken stream is not resumed."""
+    text = value.strip().lower()
+    if text == "true":
+        return configured or ResumePolicy()
+    if text == "false":
+        return None
+    if _WHOLE_NUMBER.fullmatch(text) and int(text) >= 1:
+        return ResumePolicy(int(text))
+    raise _invalid_header("x-badgr-resume",
+                          "true, false or a positive whole number of tokens, e.g. 2000")
+
+
+def _positive_number(name: str, value: str, expected: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number > 0):
+        raise _invalid_header(name, expected)
+    return number
+
+
+def _flag_setting(name: str, value: str) -> bool:
+    text = value.strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    raise _invalid_header(name, "true, 1, false or 0")
 
 
 def _hedge_setting(value: str) -> float | str | None:

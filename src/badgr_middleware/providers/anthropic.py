@@ -30,7 +30,7 @@ from .common import (
     UnsupportedRequest,
     arguments_json,
     dumps,
-    error_event,
+    failed_mid_stream,
     include_usage,
     max_tokens_of,
     openai_usage,
@@ -91,6 +91,7 @@ class AnthropicWire:
     """Builds Messages API requests and translates their answers into OpenAI shape."""
 
     kind = "anthropic"
+    prefill = True  # a final assistant message is continued natively (stream resume)
     routes = frozenset({"chat/completions"})
 
     def __init__(self, config: ProviderConfig, *, clock: Callable[[], float] = time.time) -> None:
@@ -682,6 +683,5 @@ class AnthropicStream(TranslatingStream):
             # nothing reached the client: the policy decides, as for the same HTTP error
             self.error = Failure(classify_status(status, code, message), status, message, code)
             return b""
-        self.error = Failure(FailureKind.STREAM_BROKEN, 200, message, code)
-        self.error_in_band = True
-        return error_event(message, code)
+        return failed_mid_stream(self, Failure(FailureKind.STREAM_ERROR, 200, message, code),
+                                 malformed=code == "bad_response")

@@ -50,6 +50,9 @@ class StreamTranslator(Protocol):
 
 class Wire(Protocol):
     name: str
+    # whether the upstream continues a final assistant message natively (Anthropic's
+    # prefill); otherwise a resumed stream also asks in words to continue
+    prefill: bool
 
     def build_request(self, request: RoutedRequest, target: Target) -> UpstreamRequest: ...
 

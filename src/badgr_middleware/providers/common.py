@@ -195,6 +195,15 @@ class ChunkWriter:
         }))
 
 
+def failed_mid_stream(stream: TranslatingStream, failure: Failure, *, malformed: bool) -> bytes:
+    """Record a failure after the stream started: the error event is kept for the relay."""
+    kind = FailureKind.STREAM_MALFORMED if malformed else FailureKind.STREAM_ERROR
+    stream.error = Failure(kind, 200, failure.message, failure.code)
+    stream.error_in_band = True
+    stream.error_event = error_event(failure.message, failure.code)
+    return b""
+
+
 def error_event(message: str, code: str | None) -> bytes:
     """The in-band OpenAI error event that ends a stream whose upstream failed mid-answer."""
     return encode_event(error_body(message, "upstream_error", None, code))
@@ -202,7 +211,7 @@ def error_event(message: str, code: str | None) -> bytes:
 
 def unfinished_stream() -> Failure:
     """The failure of a stream that ended before its terminal marker."""
-    return Failure(FailureKind.STREAM_BROKEN, None,
+    return Failure(FailureKind.STREAM_INCOMPLETE, None,
                    "The upstream stream ended before the answer was complete.",
                    "stream_interrupted")
 
@@ -220,6 +229,7 @@ class TranslatingStream:
         self.finished = False
         self.error: Failure | None = None
         self.error_in_band = False
+        self.error_event = b""
         self.usage: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> bytes:

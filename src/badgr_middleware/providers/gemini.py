@@ -36,7 +36,7 @@ from .common import (
     UnsupportedRequest,
     arguments_json,
     dumps,
-    error_event,
+    failed_mid_stream,
     float32_base64,
     include_usage,
     max_tokens_of,
@@ -81,6 +81,7 @@ class GeminiWire:
     """Builds ``generateContent`` / ``embedContent`` requests and translates the answers."""
 
     kind = "gemini"
+    prefill = False
     routes = frozenset({"chat/completions", "embeddings"})
 
     def __init__(self, config: ProviderConfig, *, clock: Callable[[], float] = time.time) -> None:
@@ -642,6 +643,4 @@ class GeminiStream(TranslatingStream):
         if not self.started:
             self.error = failure
             return b""
-        self.error = Failure(FailureKind.STREAM_BROKEN, 200, failure.message, failure.code)
-        self.error_in_band = True
-        return error_event(failure.message, failure.code)
+        return failed_mid_stream(self, failure, malformed=failure.code == "bad_response")

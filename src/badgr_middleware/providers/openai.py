@@ -37,6 +37,7 @@ class OpenAICompatible:
     """Builds upstream requests and reads upstream answers for one provider."""
 
     kind = "openai"
+    prefill = False
 
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
@@ -120,13 +121,14 @@ class OpenAIStream:
     """Watches an OpenAI-format SSE stream while its bytes pass through.
 
     ``feed`` returns the bytes to forward (whole events only). ``started`` turns true at the
-    first data event that is not an error; ``error`` is set by an in-band error event (which
-    is inside the returned bytes, so the client sees it) or by :meth:`close` when the stream
-    ended without ``[DONE]`` or a finish reason.
+    first data event that is not an error; ``error`` is set by an in-band error event (kept
+    in ``error_event`` for the relay, not in the returned bytes), by an event that is not a
+    JSON object, or by :meth:`close` when the stream ended without ``[DONE]`` or a finish
+    reason.
     """
 
     __slots__ = ("_scanner", "_scrub", "started", "finished", "error", "error_in_band",
-                 "usage", "_saw_finish")
+                 "error_event", "usage", "_saw_finish")
 
     def __init__(self, scrub: Any = str) -> None:
         self._scanner = SSEScanner()
@@ -135,13 +137,18 @@ class OpenAIStream:
         self.finished = False
         self.error: Failure | None = None
         self.error_in_band = False
+        self.error_event = b""
         self.usage: dict[str, Any] | None = None
         self._saw_finish = False
 
     def feed(self, chunk: bytes) -> bytes:
         out, parsed = self._scanner.feed_simple(chunk)
         if parsed is None:  # only one-line `data: ` events
-            if b"error" not in out and b'"usage"' not in out:
+            if (
+                b"error" not in out and b'"usage"' not in out
+                # every event a JSON object or [DONE]: else find the malformed one below
+                and out.count(b"data: {") + out.count(b"data: [DONE]") >= out.count(b"\n\n")
+            ):
                 self._feed_plain(out)
                 return out
             parsed = SSEScanner().feed(out)[1]  # whole events: read them one by one
@@ -155,18 +162,29 @@ class OpenAIStream:
             b'"finish_reason":"' in out or b'"finish_reason": "' in out
         )
         may_usage = b'"usage":{' in out or b'"usage": {' in out
+        start = 0
         for event in events:
             data = event.data
             if data.startswith(_DONE):
                 self.finished = True
+                start = event.end
                 continue
+            if not data.lstrip().startswith(b"{"):
+                self.error = Failure(
+                    FailureKind.STREAM_MALFORMED if self.started else FailureKind.BAD_RESPONSE,
+                    200, "The upstream sent a stream event that is not a JSON object.",
+                    "stream_malformed")
+                return out[:start]  # never forwarded: the client's parser would choke on it
             if may_error and (b'"error"' in data or event.event == b"error"):
                 failure = self._error(data)
                 if failure is not None:
                     self.error = failure
                     self.error_in_band = True
-                    # the error event ends the stream; upstreams sometimes quote their key
-                    return self._scrub_bytes(out[: event.end])
+                    # the error event ends the stream and is kept for the relay to send or
+                    # drop (a resumed stream); upstreams sometimes quote their key in it
+                    self.error_event = self._scrub_bytes(out[start: event.end])
+                    return out[:start]
+            start = event.end
             if may_finish and not self._saw_finish and (
                 b'"finish_reason":"' in data or b'"finish_reason": "' in data
             ):
@@ -213,7 +231,7 @@ class OpenAIStream:
         if not isinstance(obj, dict) or not (obj.get("error") or obj.get("object") == "error"):
             return None
         error = _error_object(b"", obj)
-        kind = FailureKind.STREAM_BROKEN if self.started else FailureKind.BAD_RESPONSE
+        kind = FailureKind.STREAM_ERROR if self.started else FailureKind.BAD_RESPONSE
         message = self._scrub(str(error.get("message") or "The upstream stream reported an error."))
         return Failure(kind, 200, message, _error_code(error) or "upstream_error")
 

@@ -22,11 +22,17 @@ action                                      what the driver sends back
 kind, status)``                             latency, request statistics) and emitting any
                                             circuit signals
 ``Attempt(target, number, time_left,        a :class:`Failure`, or ``None`` when the upstream
-hedge, hedge_after)``                       answered well (for a stream: its first event); a
-                                            :class:`Hedged` when the driver started ``hedge``
-``Respond(target, attempts)``               :class:`Delivered` once the client has the body
+hedge, hedge_after, resuming,               answered well (for a stream: its first event); a
+first_byte)``                               :class:`Hedged` when the driver started ``hedge``
+``Respond(target, attempts, detail)``       :class:`Delivered` once the client has the body,
+                                            or :class:`Interrupted` when a stream broke after
+                                            content and may resume on another target
 ``Fail(error, attempts)``                   nothing: the flow is over
 ==========================================  =============================================
+
+After :class:`Interrupted` the flow goes on choosing targets as before, with ``resuming`` set
+on each ``Attempt`` (the driver sends the partial answer along) and the same model at another
+provider tried first; its ``Respond`` or ``Fail`` then continues or ends the client's stream.
 
 A driver whose client disconnects before the response began throws
 :class:`ClientDisconnected` into the generator; the flow then reports ``request_failed``
@@ -49,6 +55,8 @@ from blinker import Signal
 
 from .. import signals
 from ..errors import ApiError
+from ..pricing import Price, estimate_prompt_tokens, usage_cost
+from ..signals import AttemptRecord
 from .outcomes import Delivered, Failure, FailureKind
 from .plan import RoutedRequest, Target
 from .policy import backoff_delay
@@ -62,6 +70,7 @@ __all__ = [
     "Admit",
     "Attempt",
     "Hedged",
+    "Interrupted",
     "Record",
     "ClientDisconnected",
     "Cooldown",
@@ -75,7 +84,10 @@ __all__ = [
 
 # Failures that count against circuit breakers: of the target and its provider, or the target.
 _PROVIDER_FAILURES = frozenset({FailureKind.CONNECT, FailureKind.TIMEOUT, FailureKind.SERVER})
-_TARGET_FAILURES = frozenset({FailureKind.BAD_RESPONSE, FailureKind.STREAM_BROKEN})
+_TARGET_FAILURES = frozenset({
+    FailureKind.BAD_RESPONSE, FailureKind.STREAM_BROKEN, FailureKind.STREAM_INCOMPLETE,
+    FailureKind.STREAM_IDLE, FailureKind.STREAM_MALFORMED, FailureKind.STREAM_ERROR,
+})
 
 # A Retry-After longer than this makes the official SDKs give up rather than wait.
 SDK_MAX_RETRY_AFTER = 120.0
@@ -122,6 +134,8 @@ class Attempt:
     time_left: float
     hedge: Target | None = None
     hedge_after: float | None = None
+    resuming: bool = False  # continue the broken stream: send the answer so far along
+    first_byte: float | None = None  # at most this long to the first byte (a split deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +162,20 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class Interrupted:
+    """Sent back for a :class:`Respond` whose stream broke after content reached the client,
+    when the request allows a resume and the answer so far can be continued."""
+
+    failure: Failure
+    sent_tokens: int  # an estimate of all the completion tokens the client already has
+
+
+@dataclass(frozen=True, slots=True)
 class Respond:
     target: Target
     attempts: int
+    detail: tuple[AttemptRecord, ...] = ()  # the attempts before this one
+    latency: float = 0.0  # this attempt's time to its answer (a stream: its first event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +205,7 @@ class Flow:
         latency: Mapping[str, LatencyStats] | None = None,
         deprioritised: frozenset[str] = frozenset(),
         listening: Callable[[Signal], bool] = lambda signal: True,
+        low_quota: frozenset[str] = frozenset(),
     ) -> None:
         self.request = request
         # whether a signal has receivers: the payloads of every request's start and finish
@@ -206,6 +232,13 @@ class Flow:
         self.retryable: dict[str, tuple[Target, Failure]] = {}
         self.waited: set[str] = set()
         self.min_context: int | None = None  # after a context-length failure: windows above
+        # targets reporting nearly no quota left: tried last, like deprioritised providers
+        self.low_quota = low_quota
+        self.records: list[AttemptRecord] = []
+        self.refused: dict[str, str] = {}  # targets a price limit ruled out: key -> why
+        self.sent_tokens = 0  # completion tokens of broken parts the client already has
+        self.resumed_from: tuple[Target, Failure] | None = None
+        self._prompt_tokens: int | None = None
 
     def run(self) -> FlowGenerator:
         started = self.clock()
@@ -233,8 +266,10 @@ class Flow:
                 ),
             )
         self.queue = self._ordered(list(req.plan.targets))
-        if self.deprioritised:
-            self.queue.sort(key=lambda t: t.provider in self.deprioritised)  # stable
+        if self.deprioritised or self.low_quota:
+            self.queue.sort(key=self._lateness)  # stable
+        if req.max_price_ratio is not None:
+            self.queue = [t for t in self.queue if self._within_ratio(t)]
         previous: Target | None = None
         while True:
             target = yield from self._choose(deadline)
@@ -249,8 +284,14 @@ class Flow:
                 yield self._failover_event(previous, target, self.failures[-1][1].kind.value)
             self.tries[target.key] = self.tries.get(target.key, 0) + 1
             self.attempts += 1
-            hedge, hedge_after = self._hedge_for(target, deadline - began)
-            result = yield Attempt(target, self.attempts, deadline - began, hedge, hedge_after)
+            resuming = self.resumed_from is not None
+            hedge, hedge_after = (None, None) if resuming else self._hedge_for(
+                target, deadline - began)
+            if hedge is not None and not self._affordable(target, hedge, note=False):
+                self.queue.insert(0, hedge)
+                hedge = hedge_after = None
+            result = yield Attempt(target, self.attempts, deadline - began, hedge, hedge_after,
+                                   resuming, self._first_byte_share(deadline - began))
             ended = self.clock()
             winner: Target | None = target
             if isinstance(result, Hedged):
@@ -263,6 +304,11 @@ class Flow:
                         yield from self._give_up(started, deadline_hit=False)
                         return
                 winner = result.winner
+                failed_keys = {t.key for t, _ in result.failures}
+                for raced in (target, hedge):
+                    if raced != winner and raced.key not in failed_keys:  # cancelled
+                        self.records.append(AttemptRecord(raced.key, "cancelled", None,
+                                                          ended - began))
                 previous = hedge
             else:
                 if hedge is not None:
@@ -277,7 +323,15 @@ class Flow:
                 ttfb = ended - began
                 if winner == hedge and hedge_after is not None:
                     ttfb = max(0.0, ttfb - hedge_after)
-                delivered = yield Respond(winner, self.attempts)
+                if resuming:
+                    yield self._resumed_event(winner)
+                delivered = yield Respond(winner, self.attempts, tuple(self.records), ttfb)
+                if isinstance(delivered, Interrupted):
+                    if (yield from self._interrupted(winner, delivered, ended, ttfb)):
+                        yield from self._give_up(started, deadline_hit=False)
+                        return
+                    previous = winner
+                    continue
                 yield from self._finish(winner, delivered, started, ttfb, ended - ttfb)
                 return
 
@@ -285,6 +339,8 @@ class Flow:
         self, target: Target, failure: Failure, latency: float, now: float
     ) -> Generator[Action, Any, bool]:
         """Report one failed attempt and decide its consequences; True means stop here."""
+        self.records.append(AttemptRecord(target.key, failure.kind.value, failure.status,
+                                          latency, _zero_cost(target.price)))
         yield self._attempt_failed_event(target, failure, latency)
         yield from self._health(target, failure, now)
         self.failures.append((target, failure))
@@ -309,6 +365,8 @@ class Flow:
         while True:
             target = self._next_target(self.queue, self.min_context)
             if target is not None:
+                if not self._affordable(target):
+                    continue
                 if (yield from self._admitted(target)):
                     return target
                 continue
@@ -331,6 +389,107 @@ class Flow:
             if delay > 0:
                 yield Sleep(delay)
             return target
+
+    def _lateness(self, target: Target) -> tuple[bool, bool]:
+        """Sort key: providers in a major outage last, before them targets low on quota."""
+        return target.provider in self.deprioritised, target.key in self.low_quota
+
+    # -- prices -----------------------------------------------------------------------------
+
+    def _within_ratio(self, target: Target) -> bool:
+        """``max_price_ratio``: no fallback may cost more than that many times the primary."""
+        ratio = self.request.max_price_ratio
+        primary = self.request.plan.targets[0]
+        if ratio is None or target.key == primary.key or primary.price is None:
+            return True
+        if target.price is None:
+            self.refused[target.key] = (
+                f"no price is known for it, so max_price_ratio {ratio:g} cannot allow it "
+                "(give the target a price)")
+            return False
+        times = _price_ratio(target.price, primary.price)
+        if times <= ratio:
+            return True
+        self.refused[target.key] = (
+            f"it costs {times:.1f}x the primary {primary.key}, over max_price_ratio {ratio:g}")
+        return False
+
+    def _prompt_estimate(self) -> int:
+        if self._prompt_tokens is None:
+            self._prompt_tokens = estimate_prompt_tokens(self.request.body)
+        return self._prompt_tokens + self.sent_tokens
+
+    def _estimate(self, target: Target) -> float:
+        """The least an attempt at ``target`` costs: its prompt, and ``max_tokens`` out."""
+        assert target.price is not None
+        body = self.request.body
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        out = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+        return target.price.cost(self._prompt_estimate(), out)
+
+    def _affordable(self, *targets: Target, note: bool = True) -> bool:
+        """``max_cost``: may these attempts start (together, for a hedge) within the cap?
+        ``note``: remember a refusal for the final error message."""
+        cap = self.request.max_cost
+        if cap is None:
+            return True
+        spent = sum(r.cost or 0.0 for r in self.records)
+        needed = 0.0
+        for target in targets:
+            if target.price is None:
+                if note:
+                    self.refused[target.key] = (
+                        f"no price is known for it, so it cannot be held to max_cost ${cap:g}")
+                return False
+            needed += self._estimate(target)
+        if spent + needed <= cap:
+            return True
+        if note:
+            self.refused[targets[-1].key] = (
+                f"at least ${needed:.6f} more would exceed max_cost ${cap:g} "
+                f"(${spent:.6f} spent)")
+        return False
+
+    def _first_byte_share(self, time_left: float) -> float | None:
+        """With a client deadline, one attempt may spend at most half of the time left
+        waiting for its first byte while other targets remain, so a failover still fits."""
+        if self.request.deadline is None or not (self.queue or self.retryable):
+            return None
+        return time_left / 2
+
+    # -- resuming a broken stream -----------------------------------------------------------
+
+    def _interrupted(
+        self, target: Target, interrupted: Interrupted, began: float, ttfb: float
+    ) -> Generator[Action, Any, bool]:
+        """A stream broke after content: record it, then look for a target to continue it."""
+        failure = interrupted.failure
+        now = self.clock()
+        part = interrupted.sent_tokens - self.sent_tokens  # this target's share of the text
+        prompt = self._prompt_estimate()
+        self.sent_tokens = interrupted.sent_tokens
+        self.resumed_from = (target, failure)
+        yield self._attempt_failed_event(target, failure, now - began)
+        yield Record((target.key,), False, ttfb, now - began, failure.kind.value, failure.status)
+        cost = None if target.price is None else target.price.cost(prompt, part)
+        self.records.append(AttemptRecord(target.key, failure.kind.value, failure.status,
+                                          now - began, cost))
+        self.failures.append((target, failure))
+        same = _base_model(target.model)
+        self.queue.sort(key=lambda t: _base_model(t.model) != same)  # stable
+        return False
+
+    def _resumed_event(self, target: Target) -> Emit:
+        req = self.request
+        assert self.resumed_from is not None
+        old, failure = self.resumed_from
+        return Emit(
+            signals.stream_resumed,
+            signals.StreamResumed(
+                req.request_id, req.route, old.provider, old.model, target.provider,
+                target.model, failure.kind.value, self.sent_tokens, self.attempts,
+            ),
+        )
 
     def _admitted(self, target: Target) -> Generator[Action, Any, bool]:
         """A half-open breaker (the provider's or the target's) must admit a probe first."""
@@ -475,18 +634,27 @@ class Flow:
         now = self.clock()
         latency = now - started
         failure = delivered.failure
+        usage = delivered.usage
+        resumed = self.resumed_from is not None
         if failure is None:
             yield Record((target.key, target.provider), True, ttfb, now - began)
+            if not (self.listening(signals.request_finished) or self.records):
+                return  # nothing to report, and nobody to report it to
+            self.records.append(AttemptRecord(target.key, "ok", 200, now - began,
+                                              usage_cost(target.price, usage), resumed))
             if not self.listening(signals.request_finished):
                 return
             yield Emit(
                 signals.request_finished,
                 signals.RequestFinished(
                     req.request_id, req.route, target.provider, target.model, self.attempts,
-                    latency, req.stream, 200, delivered.usage,
+                    latency, req.stream, 200, merge_usage(usage, self.sent_tokens),
+                    self.cost, tuple(self.records),
                 ),
             )
             return
+        self.records.append(AttemptRecord(target.key, failure.kind.value, failure.status,
+                                          now - began, usage_cost(target.price, usage), resumed))
         if failure.kind is not FailureKind.CLIENT_DISCONNECTED:
             yield self._attempt_failed_event(target, failure, latency)
             yield Record((target.key,), False, ttfb, now - began, failure.kind.value,
@@ -496,8 +664,15 @@ class Flow:
             signals.RequestFailed(
                 req.request_id, req.route, failure.status or 200, failure.kind.value,
                 self.attempts, latency, req.stream, target.provider, target.model,
+                self.cost, tuple(self.records),
             ),
         )
+
+    @property
+    def cost(self) -> float | None:
+        """US dollars over every attempt so far; None when no attempt's cost is known."""
+        known = [r.cost for r in self.records if r.cost is not None]
+        return sum(known) if known else None
 
     def _give_up(self, started: float, *, deadline_hit: bool) -> FlowGenerator:
         error = self._final_error(deadline_hit)
@@ -507,7 +682,8 @@ class Flow:
             signals.request_failed,
             signals.RequestFailed(
                 req.request_id, req.route, error.status, "deadline" if deadline_hit else kind,
-                self.attempts, self.clock() - started, req.stream,
+                self.attempts, self.clock() - started, req.stream, None, None,
+                self.cost, tuple(self.records),
             ),
         )
         yield Fail(error, self.attempts)
@@ -531,6 +707,12 @@ class Flow:
                 param=failure.param, code=code,
                 headers=[("x-should-retry", "false")],
             )
+        if self.refused:
+            status = 503 if not self.failures else 502
+            return ApiError(status, f"No target within the request's price limits could serve "
+                            f"it. {summary}", type="upstream_error" if self.failures else
+                            "service_unavailable", code="price_limit",
+                            headers=[("x-should-retry", "false")])
         earliest = self._earliest_retry(now)
         if kinds == {FailureKind.RATE_LIMITED}:
             return ApiError(429, f"Every target is rate limited. {summary}",
@@ -573,6 +755,7 @@ class Flow:
             f"{key}: skipped, {u.kind.value} for {math.ceil(u.until - now)}s"
             for key, u in self.skipped.items()
         ]
+        parts += [f"{key}: not tried, {why}" for key, why in self.refused.items()]
         return f"Attempts: {'; '.join(parts)}." if parts else "No target was available."
 
     # -- events -----------------------------------------------------------------------------
@@ -606,6 +789,40 @@ class Flow:
                 target.model, reason, self.attempts,
             ),
         )
+
+
+def merge_usage(usage: dict[str, Any] | None, sent_tokens: int) -> dict[str, Any] | None:
+    """The usage of a resumed answer: the continuation's, plus the completion tokens of the
+    broken parts before it (estimated from their text)."""
+    if not sent_tokens or usage is None:
+        return usage
+    merged = dict(usage)
+    completion = usage.get("completion_tokens")
+    if isinstance(completion, int):
+        merged["completion_tokens"] = completion + sent_tokens
+        total = usage.get("total_tokens")
+        if isinstance(total, int):
+            merged["total_tokens"] = total + sent_tokens
+    return merged
+
+
+def _price_ratio(price: Price, primary: Price) -> float:
+    """How many times the primary's price ``price`` is: the larger of input and output."""
+    ratios = [
+        (mine / theirs) if theirs > 0 else (0.0 if mine == 0 else math.inf)
+        for mine, theirs in ((price.input, primary.input), (price.output, primary.output))
+    ]
+    return max(ratios)
+
+
+def _zero_cost(price: Price | None) -> float | None:
+    """A failed attempt's cost: nothing is billed for an error, when the price is known."""
+    return None if price is None else 0.0
+
+
+def _base_model(model: str) -> str:
+    """The model without a vendor path: ``anthropic/claude-sonnet-4.5`` -> ``claude-sonnet-4.5``."""
+    return model.rsplit("/", 1)[-1].lower()
 
 
 def _fits_context(target: Target, min_context: int | None) -> bool:

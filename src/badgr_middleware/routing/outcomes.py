@@ -22,10 +22,17 @@ class FailureKind(StrEnum):
     CONTEXT_LENGTH = "context_length_exceeded"  # 400 because the prompt is too long
     CLIENT = "invalid_request"  # other 400/422: the client's own error
     BAD_RESPONSE = "bad_response"  # 200 with an error body, unparseable body, odd status
-    STREAM_BROKEN = "stream_broken"  # the stream ended or failed mid-way
+    STREAM_BROKEN = "stream_broken"  # the connection broke mid-stream
+    STREAM_INCOMPLETE = "stream_incomplete"  # ended without [DONE]/finish reason/message_stop
+    STREAM_IDLE = "stream_idle"  # silent mid-stream for longer than the read (idle) timeout
+    STREAM_MALFORMED = "stream_malformed"  # an event that is not valid for its format
+    STREAM_ERROR = "stream_error"  # the upstream sent an error event after content
     CLIENT_DISCONNECTED = "client_disconnected"  # not the upstream's fault
     CIRCUIT_OPEN = "circuit_open"  # skipped: a breaker is open or its probe slots are taken
     UNSUPPORTED = "unsupported"  # this target's wire format cannot serve the request as asked
+    # not a failure: the target's rate-limit headers say its quota is nearly used up, so it
+    # is tried last until the limit resets (kept in the health store like a cooldown)
+    QUOTA_LOW = "quota_low"
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ApiError
+from ..pricing import Price, lookup_price
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..config import Config, ResumePolicy, TargetConfig
 
 __all__ = ["Plan", "RoutedRequest", "Target", "resolve_plan"]
 
@@ -38,6 +39,10 @@ class Target:
     model: str
     context_window: int | None = None
     weight: float | None = None
+    # USD per million tokens, or None when unknown: the target's configured price, else
+    # Config.prices, else pricing.DEFAULT_PRICES, by model name. Derived from the model, so
+    # it takes no part in equality or hashing: a target is its provider and model.
+    price: Price | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -50,6 +55,10 @@ class Plan:
     openrouter_provider: dict[str, Any] | None = field(default=None, hash=False)
     routing: str = "ordered"  # "ordered", "latency" or "weighted"
     hedge_after: float | str | None = None  # seconds, "p95", or None for no hedging
+    # The first model's alias's cost and resume settings (None without an alias).
+    max_price_ratio: float | None = None
+    max_cost: float | None = None
+    resume: ResumePolicy | None = None
 
 
 @dataclass(slots=True)
@@ -63,6 +72,13 @@ class RoutedRequest:
     stream: bool = False
     model: str = ""  # what the client asked for (the first of model/models)
     hedge_after: float | str | None = None  # the plan's, unless the request overrides it
+    # Each the plan's (or the config's), unless the request overrides it with a header.
+    resume: ResumePolicy | None = None  # x-badgr-resume
+    max_price_ratio: float | None = None  # x-badgr-max-price-ratio
+    max_cost: float | None = None  # x-badgr-max-cost, US dollars
+    # x-badgr-deadline-ms, in seconds; None: timeouts.deadline (the driver takes the smaller)
+    deadline: float | None = None
+    attempts_detail: bool = False  # x-badgr-attempts-detail, else Config.attempts_detail
 
 
 def resolve_plan(body: Mapping[str, Any], config: Config) -> Plan:
@@ -87,8 +103,10 @@ def resolve_plan(body: Mapping[str, Any], config: Config) -> Plan:
     routing = primary.routing if primary is not None else "ordered"
     if isinstance(prefs, dict) and prefs.get("sort") == "latency":
         routing = "latency"
-    hedge_after = primary.hedge_after if primary is not None else None
-    return Plan(tuple(targets), forwarded, routing, hedge_after)
+    if primary is None:
+        return Plan(tuple(targets), forwarded, routing)
+    return Plan(tuple(targets), forwarded, routing, primary.hedge_after, primary.max_price_ratio,
+                primary.max_cost, primary.resume)
 
 
 def _model_names(body: Mapping[str, Any]) -> list[str]:
@@ -116,15 +134,15 @@ def _model_names(body: Mapping[str, Any]) -> list[str]:
 def _resolve_one(name: str, config: Config) -> list[Target]:
     alias = config.models.get(name)
     if alias is not None:
-        return [Target(t.provider, t.model, t.context_window, t.weight) for t in alias.targets]
+        return [_from_config(t, config) for t in alias.targets]
     bypass = _bypass(name, config)
     if bypass is not None:
         return bypass
     provider, sep, rest = name.partition("/")
     if sep and rest and provider in config.providers:
-        return [Target(provider, rest)]
+        return [_priced(provider, rest, config)]
     if config.default_provider is not None:
-        return [Target(config.default_provider, name)]
+        return [_priced(config.default_provider, name, config)]
     raise ApiError(404, f"The model '{name}' does not exist or you do not have access to it.",
                    param="model", code="model_not_found")
 
@@ -141,7 +159,16 @@ def _bypass(name: str, config: Config) -> list[Target] | None:
     native = native_target(name, config.catalog)
     if native is None or native[0] not in config.providers or native[0] == openrouter:
         return None
-    return [Target(openrouter, name), Target(*native)]
+    return [_priced(openrouter, name, config), _priced(*native, config)]
+
+
+def _priced(provider: str, model: str, config: Config) -> Target:
+    return Target(provider, model, price=lookup_price(model, config.prices))
+
+
+def _from_config(target: TargetConfig, config: Config) -> Target:
+    price = target.price if target.price is not None else lookup_price(target.model, config.prices)
+    return Target(target.provider, target.model, target.context_window, target.weight, price)
 
 
 def _apply_preferences(

@@ -6,10 +6,13 @@ over any ASGI server (``SimulatedServer``). It refuses what the real API refuses
 that do not alternate starting with ``user``, empty text blocks, and ``tool_result`` blocks
 that do not answer (first, and all of) the ``tool_use`` blocks of the assistant turn before.
 Faults (docs/simulator.md) make it answer 429 with ``retry-after`` and ``anthropic-ratelimit-*``
-headers, 529 ``overloaded_error``, an ``error`` event mid-stream, or a cut connection.
+headers, 529 ``overloaded_error``, an ``error`` event mid-stream, or a cut connection. With a
+``rate_limit`` it reports its quota in ``anthropic-ratelimit-*`` headers on every answer and
+refuses requests beyond it. A final assistant turn that starts the reply (a prefill) is
+answered with the rest of the reply.
 
-The fault queue, request log and ASGI plumbing live in :class:`NativeSimulator`, which the fake
-Gemini API shares.
+The fault queue, rate limit, request log and ASGI plumbing live in :class:`NativeSimulator`,
+which the fake Gemini API shares.
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import payloads
+from .continuation import continuation
 from .exchange import ClientGone, Exchange, Receive, Scope, Send, SimulatedConnectionAbort
 from .faults import Fault, parse_fault
 from .payloads import Headers
 from .provider import RecordedRequest, _headers, _lifespan, _read_body, _route_path
+from .ratelimit import RateState, RateWindow, anthropic_headers
 
 __all__ = ["NativeSimulator", "SimulatedAnthropic", "SimulatedResponse"]
 
@@ -58,6 +63,8 @@ class SimulatedResponse:
     content: list[bytes] = field(default_factory=list)
     tail: list[bytes] = field(default_factory=list)
     stream: bool = False
+    input_tokens: int = 0  # what the answer counts against a rate limit's token budgets
+    output_tokens: int = 0
 
 
 class Refusal(Exception):
@@ -80,13 +87,16 @@ class NativeSimulator:
     """Shared machinery of the native fakes: faults, request log, ASGI entry point.
 
     Faults per request, first match wins: a queued :meth:`fail_next` entry, the
-    ``x-sim-fault`` request header, the fault set with :meth:`set_fault`. Thread-safe.
+    ``x-sim-fault`` request header, the fault set with :meth:`set_fault`. A request the rate
+    limit refuses gets its 429 and consumes no fault. Thread-safe.
     """
 
     def __init__(self, name: str, *, api_key: str | None, reply: str | None,
-                 stream_pieces: int, chunk_delay: float, fault: str | None) -> None:
+                 stream_pieces: int, chunk_delay: float, fault: str | None,
+                 rate_limit: int | None = None, rate_limit_window: float = 60.0) -> None:
         if stream_pieces < 1:
             raise ValueError("stream_pieces must be at least 1")
+        self._rate = RateWindow(rate_limit, rate_limit_window) if rate_limit is not None else None
         self.name = name
         self.api_key = api_key
         self.reply = reply if reply is not None else f"Hello from {name}."
@@ -114,12 +124,27 @@ class NativeSimulator:
         with self._lock:
             self._fault = fault
 
+    def set_rate_limit(self, limit: int | None, window: float = 60.0) -> None:
+        """Serve at most ``limit`` requests per ``window`` seconds (a fresh window); None
+        removes the limit."""
+        rate = RateWindow(limit, window) if limit is not None else None
+        with self._lock:
+            self._rate = rate
+
+    def reset_rate_limit(self) -> None:
+        """Start a fresh rate-limit window at the next request (the limit itself stays)."""
+        with self._lock:
+            if self._rate is not None:
+                self._rate.reset()
+
     def clear(self) -> None:
-        """Drop every fault and the request log."""
+        """Drop every fault and the request log, and start a fresh rate-limit window."""
         with self._lock:
             self._queue.clear()
             self._fault = None
             self.requests.clear()
+            if self._rate is not None:
+                self._rate.reset()
 
     @staticmethod
     def _parse(spec: str) -> Fault:
@@ -143,6 +168,14 @@ class NativeSimulator:
         """The in-band error a ``midstream-error`` fault sends."""
         raise NotImplementedError
 
+    def rate_limited(self, state: RateState, number: int) -> SimulatedResponse:
+        """The 429 for a request beyond the rate limit."""
+        raise NotImplementedError
+
+    def quota_headers(self, state: RateState, now: float) -> Headers:
+        """The headers reporting the rate limit on every answer (``now``: Unix time)."""
+        return []
+
     # -- ASGI -------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -160,28 +193,47 @@ class NativeSimulator:
             data = json.loads(body) if body else None
         except ValueError:
             data = None
+        received_at = time.monotonic()
         fault: Fault | None = None
+        quota: Headers = []
         query = scope.get("query_string", b"").decode("latin-1")
         try:
             response = self.handle(scope["method"], _route_path(scope), query, headers, data,
                                    number)
-            fault = self._select(headers.get("x-sim-fault", ""))
+            from_header = self._header_fault(headers.get("x-sim-fault", ""))
+            state = self._take(response, received_at)
+            if state is not None:
+                quota = self.quota_headers(state, time.time())
+            if state is not None and not state.allowed:
+                response = self.rate_limited(state, number)
+            else:
+                fault = self._select(from_header)
         except Refusal as refusal:
             response = SimulatedResponse(refusal.status, refusal.headers, refusal.body)
         record = RecordedRequest(scope["method"], scope["path"] + (f"?{query}" if query else ""),
-                                 headers, body, data, time.monotonic(),
+                                 headers, body, data, received_at,
                                  fault.spec if fault else None)
         with self._lock:
             self.requests.append(record)
         async with Exchange(receive, send) as ex:
             with contextlib.suppress(ClientGone):
-                await self._play(ex, response, fault, number)
+                await self._play(ex, response, fault, number, quota)
 
-    def _select(self, header: str) -> Fault | None:
+    def _take(self, response: SimulatedResponse, now: float) -> RateState | None:
+        """Count the request against the rate limit, if there is one."""
+        with self._lock:
+            if self._rate is None:
+                return None
+            return self._rate.take(now, input_tokens=response.input_tokens,
+                                   output_tokens=response.output_tokens)
+
+    def _header_fault(self, header: str) -> Fault | None:
         try:
-            from_header = self._parse(header) if header.strip() else None
+            return self._parse(header) if header.strip() else None
         except ValueError as error:
             raise Refusal(400, self.bad_request(str(error))) from None
+
+    def _select(self, from_header: Fault | None) -> Fault | None:
         with self._lock:
             if self._queue:
                 queued = self._queue[0]
@@ -195,7 +247,7 @@ class NativeSimulator:
         return {"error": {"message": message}}
 
     async def _play(self, ex: Exchange, response: SimulatedResponse, fault: Fault | None,
-                    number: int) -> None:
+                    number: int, quota: Headers) -> None:
         if fault is not None and fault.kind == "hang":
             await ex.pause(math.inf)
         if fault is not None and fault.kind == "slow":
@@ -204,13 +256,16 @@ class NativeSimulator:
         if fault is not None and fault.kind == "status":
             response = self.fault_response(fault, number, response.stream)
             fault = None
+        # the real quota replaces the made-up one a 429 fault reports
+        names = {name for name, _ in quota}
+        headers = [*(h for h in response.headers if h[0] not in names), *quota]
         if not response.stream or response.status != 200:
             body = payloads.encode_json(response.body)
-            await ex.start(response.status, [*response.headers, *JSON_HEADERS,
+            await ex.start(response.status, [*headers, *JSON_HEADERS,
                                              (b"content-length", str(len(body)).encode())])
             await ex.body(body, more=False)
             return
-        await ex.start(200, [*response.headers, *SSE_HEADERS])
+        await ex.start(200, [*headers, *SSE_HEADERS])
         events = [*response.head, *response.content, *response.tail]
         if fault is not None:  # midstream-error=N or cut=N
             events = [*response.head, *response.content[: fault.count]]
@@ -259,19 +314,24 @@ class SimulatedAnthropic(NativeSimulator):
     """A fake ``api.anthropic.com``: point an ``anthropic`` provider's ``base_url`` at
     ``server.base_url`` (``…/v1``).
 
-    The answer is ``reply`` as text; or, when the request has tools and ``tool_choice`` is not
-    ``none``, a ``tool_use`` of the named tool (else the first) with input ``tool_input``,
-    after a short text block when ``tool_choice`` is ``auto``; or, when the last user turn
-    carries tool results, ``"Tool results: <r1> | <r2>"``. Streams split text and tool input
-    into ``stream_pieces`` deltas and send a ``ping`` after the first block starts.
+    The answer is ``reply`` as text; or, when the last user turn carries tool results,
+    ``"Tool results: <r1> | <r2>"``; or, when the conversation ends with an assistant turn
+    starting ``reply`` (a prefill), optionally followed by one user turn, the rest of
+    ``reply``; or, when the request has tools and ``tool_choice`` is not ``none``, a
+    ``tool_use`` of the named tool (else the first) with input ``tool_input``, after a short
+    text block when ``tool_choice`` is ``auto``. Streams split text and tool input into
+    ``stream_pieces`` deltas and send a ``ping`` after the first block starts. With
+    ``rate_limit``, at most that many requests per ``rate_limit_window`` seconds.
     """
 
     def __init__(self, name: str = "anthropic", *, api_key: str | None = None,
                  reply: str | None = None, tool_input: Mapping[str, Any] | None = None,
                  stream_pieces: int = 4, chunk_delay: float = 0.0,
-                 fault: str | None = None) -> None:
+                 fault: str | None = None, rate_limit: int | None = None,
+                 rate_limit_window: float = 60.0) -> None:
         super().__init__(name, api_key=api_key, reply=reply, stream_pieces=stream_pieces,
-                         chunk_delay=chunk_delay, fault=fault)
+                         chunk_delay=chunk_delay, fault=fault, rate_limit=rate_limit,
+                         rate_limit_window=rate_limit_window)
         self.tool_input = dict(tool_input if tool_input is not None else DEFAULT_TOOL_INPUT)
 
     def bad_request(self, message: str) -> Any:
@@ -302,10 +362,15 @@ class SimulatedAnthropic(NativeSimulator):
         results = [b for b in _blocks(last) if b.get("type") == "tool_result"] if (
             last["role"] == "user") else []
         tool = _tool_to_call(data)
+        rest = continuation(self.reply, [(m["role"], _text(m)) for m in messages],
+                            assistant="assistant")
         blocks: list[dict[str, Any]] = []
         if results:
             texts = [_result_text(b.get("content")) for b in results]
             blocks.append({"type": "text", "text": "Tool results: " + " | ".join(texts)})
+        elif rest is not None:
+            # like the real API, the answer does not repeat the prefill
+            blocks.append({"type": "text", "text": rest})
         elif tool is not None:
             if (data.get("tool_choice") or {"type": "auto"}).get("type") == "auto":
                 blocks.append({"type": "text", "text": "Let me check."})
@@ -323,8 +388,9 @@ class SimulatedAnthropic(NativeSimulator):
                    "stop_sequence": None, "usage": usage}
         common: Headers = [(b"request-id", f"req_sim_{number}".encode()),
                            (b"x-sim-provider", self.name.encode())]
+        tokens = {"input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"]}
         if not data.get("stream"):
-            return SimulatedResponse(200, common, message)
+            return SimulatedResponse(200, common, message, **tokens)
         start = {**message, "content": [], "stop_reason": None,
                  "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1}}
         head = [sse("message_start", {"type": "message_start", "message": start})]
@@ -339,7 +405,7 @@ class SimulatedAnthropic(NativeSimulator):
                                   "usage": {"output_tokens": usage["output_tokens"]}}),
             sse("message_stop", {"type": "message_stop"}),
         ]
-        return SimulatedResponse(200, common, None, head, content, tail, stream=True)
+        return SimulatedResponse(200, common, None, head, content, tail, stream=True, **tokens)
 
     def _block_events(self, index: int, block: dict[str, Any]) -> list[bytes]:
         def delta(d: dict[str, Any]) -> bytes:
@@ -398,6 +464,17 @@ class SimulatedAnthropic(NativeSimulator):
     def error_event(self) -> bytes:
         return sse("error", {"type": "error", "error": {"type": "overloaded_error",
                                                         "message": "Overloaded"}})
+
+    def quota_headers(self, state: RateState, now: float) -> Headers:
+        return anthropic_headers(state, now)
+
+    def rate_limited(self, state: RateState, number: int) -> SimulatedResponse:
+        message = (f"This request would exceed the rate limit of {state.limit} requests per "
+                   f"{state.window:g} seconds (simulated). You can see the response headers "
+                   "for current usage. Please try again later.")
+        headers: Headers = [(b"request-id", f"req_sim_{number}".encode()),
+                            (b"retry-after", str(state.retry_after).encode())]
+        return SimulatedResponse(429, headers, anthropic_error("rate_limit_error", message))
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -585,6 +662,12 @@ def _tool_to_call(data: dict[str, Any]) -> str | None:
     if choice.get("type") == "tool":
         return str(choice["name"])
     return str(tools[0]["name"])
+
+
+def _text(message: dict[str, Any]) -> str:
+    """The text blocks of a message, joined."""
+    return "".join(b["text"] for b in _blocks(message)
+                   if b.get("type") == "text" and isinstance(b.get("text"), str))
 
 
 def _result_text(content: Any) -> str:

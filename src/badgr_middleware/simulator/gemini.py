@@ -5,7 +5,8 @@
 an ``x-goog-api-key`` header or a ``?key=`` parameter, ``contents`` with roles ``user`` and
 ``model`` only and non-empty parts, no unknown fields, and every ``functionResponse`` turn right
 after a ``functionCall`` turn with the same function names. Faults (docs/simulator.md) answer
-in Google's error envelope; a 429 carries its wait in ``RetryInfo.retryDelay`` in the body.
+in Google's error envelope; a 429 carries its wait in ``RetryInfo.retryDelay`` in the body, as
+does the 429 for a request beyond ``rate_limit`` (Gemini reports no quota headers).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from urllib.parse import parse_qs
 
 from . import payloads
 from .anthropic import DEFAULT_TOOL_INPUT, NativeSimulator, Refusal, SimulatedResponse
+from .continuation import continuation
 from .faults import Fault
 from .payloads import Headers
+from .ratelimit import RateState
 
 __all__ = ["SimulatedGemini"]
 
@@ -57,18 +60,23 @@ class SimulatedGemini(NativeSimulator):
     """A fake Gemini API: point a ``gemini`` provider's ``base_url`` at
     ``server.url + "/v1beta"``.
 
-    Answers ``reply`` as text; a ``functionCall`` of the allowed (else the first) function
-    with args ``tool_input`` when the request declares functions and the mode is not
-    ``NONE`` (after a short text part in ``AUTO`` mode); ``"Tool results: <r1> | <r2>"``
-    when the last user turn carries function responses. ``candidateCount`` candidates.
+    Answers ``reply`` as text; ``"Tool results: <r1> | <r2>"`` when the last user turn
+    carries function responses; the rest of ``reply`` when the contents end with a ``model``
+    turn starting it (optionally followed by one ``user`` turn); a ``functionCall`` of the
+    allowed (else the first) function with args ``tool_input`` when the request declares
+    functions and the mode is not ``NONE`` (after a short text part in ``AUTO`` mode).
+    ``candidateCount`` candidates. With ``rate_limit``, at most that many requests per
+    ``rate_limit_window`` seconds.
     """
 
     def __init__(self, name: str = "gemini", *, api_key: str | None = None,
                  reply: str | None = None, tool_input: Mapping[str, Any] | None = None,
                  stream_pieces: int = 4, chunk_delay: float = 0.0,
-                 fault: str | None = None) -> None:
+                 fault: str | None = None, rate_limit: int | None = None,
+                 rate_limit_window: float = 60.0) -> None:
         super().__init__(name, api_key=api_key, reply=reply, stream_pieces=stream_pieces,
-                         chunk_delay=chunk_delay, fault=fault)
+                         chunk_delay=chunk_delay, fault=fault, rate_limit=rate_limit,
+                         rate_limit_window=rate_limit_window)
         self.tool_input = dict(tool_input if tool_input is not None else DEFAULT_TOOL_INPUT)
 
     def bad_request(self, message: str) -> Any:
@@ -117,10 +125,15 @@ class SimulatedGemini(NativeSimulator):
                         for d in tool.get("functionDeclarations") or []]
         calling = ((data.get("toolConfig") or {}).get("functionCallingConfig") or {})
         mode = calling.get("mode", "AUTO")
+        rest = continuation(self.reply, [(c["role"], "".join(
+            p["text"] for p in c["parts"] if isinstance(p.get("text"), str)))
+            for c in contents], assistant="model")
         parts: list[dict[str, Any]] = []
         if last["role"] == "user" and responses:
             texts = [str((r.get("response") or {}).get("content", "")) for r in responses]
             parts.append({"text": "Tool results: " + " | ".join(texts)})
+        elif rest is not None:
+            parts.append({"text": rest})
         elif declarations and mode != "NONE":
             allowed = calling.get("allowedFunctionNames") or [declarations[0]["name"]]
             if mode == "AUTO":
@@ -201,6 +214,19 @@ class SimulatedGemini(NativeSimulator):
 
     def error_event(self) -> bytes:
         return _event(google_error(503, "The model is overloaded. Please try again later."))
+
+    def rate_limited(self, state: RateState, number: int) -> SimulatedResponse:
+        wait = f"{state.retry_after}s"
+        message = (f"You exceeded your current quota of {state.limit} requests per "
+                   f"{state.window:g} seconds (simulated). Please retry in {wait}.")
+        return SimulatedResponse(429, [], google_error(
+            429, message,
+            {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+             "violations": [{"quotaMetric": "generativelanguage.googleapis.com/"
+                                            "generate_content_requests",
+                             "quotaId": "GenerateRequestsPerWindowPerProjectPerModel",
+                             "quotaValue": str(state.limit)}]},
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": wait}))
 
 
 # -- validation -------------------------------------------------------------------------------

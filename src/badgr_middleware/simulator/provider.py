@@ -8,14 +8,19 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import payloads
+from .continuation import continuation
 from .exchange import ClientGone, Exchange, Receive, Scope, Send
 from .faults import Fault, parse_fault
 from .payloads import Headers, JsonObject, ResponseMeta
 from .playback import Reply, play, send_json
+from .ratelimit import RateWindow, go_duration, openai_headers
+
+# the endpoints a rate limit counts (GET /v1/models is free, as on the real APIs)
+_METERED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
 
 @dataclass(frozen=True)
@@ -32,12 +37,14 @@ class RecordedRequest:
 
 
 class _Refusal(Exception):
-    """An error response decided before any fault applies (auth, routing, validation)."""
+    """An error response decided before any fault applies (auth, routing, validation, rate
+    limit)."""
 
-    def __init__(self, status: int, body: JsonObject) -> None:
+    def __init__(self, status: int, body: JsonObject, headers: Headers | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
+        self.headers = headers or []
 
 
 @dataclass
@@ -54,8 +61,12 @@ class SimulatedProvider:
     ``POST /v1/completions``, ``POST /v1/embeddings`` and ``GET /v1/models``. Faults are spec
     strings (see :func:`parse_fault` and docs/simulator.md), chosen per request in this order:
     a queued :meth:`fail_next` entry, a per-model fault, the ``x-sim-fault`` request header,
-    the provider-wide fault. Thread-safe: configure it from a test while it serves on another
-    thread.
+    the provider-wide fault. With ``rate_limit``, at most that many requests per
+    ``rate_limit_window`` seconds are served, every answer reports the quota in
+    ``x-ratelimit-*`` headers, and the rest get 429 before any fault applies. A conversation
+    ending with a prefix of ``reply`` is answered with the rest of it (see
+    docs/simulator.md, "Continuation"). Thread-safe: configure it from a test while it serves
+    on another thread.
     """
 
     def __init__(
@@ -69,9 +80,12 @@ class SimulatedProvider:
         stream_chunks: int = 5,
         chunk_delay: float = 0.0,
         latency: float = 0.0,
+        rate_limit: int | None = None,
+        rate_limit_window: float = 60.0,
     ) -> None:
         if stream_chunks < 1:
             raise ValueError("stream_chunks must be at least 1")
+        self._rate = RateWindow(rate_limit, rate_limit_window) if rate_limit is not None else None
         self.name = name
         self.api_key = api_key
         self.reply = reply if reply is not None else f"Hello from {name}."
@@ -112,8 +126,22 @@ class SimulatedProvider:
             else:
                 self._model_faults[model] = fault
 
+    def set_rate_limit(self, limit: int | None, window: float = 60.0) -> None:
+        """Serve at most ``limit`` requests per ``window`` seconds (a fresh window); None
+        removes the limit and its headers."""
+        rate = RateWindow(limit, window) if limit is not None else None
+        with self._lock:
+            self._rate = rate
+
+    def reset_rate_limit(self) -> None:
+        """Start a fresh rate-limit window at the next request (the limit itself stays)."""
+        with self._lock:
+            if self._rate is not None:
+                self._rate.reset()
+
     def clear(self) -> None:
-        """Drop every fault (including the constructor's), the request log and disconnects."""
+        """Drop every fault (including the constructor's), the request log and disconnects,
+        and start a fresh rate-limit window (the limit itself stays)."""
         with self._lock:
             self._queue.clear()
             self._model_faults.clear()
@@ -121,6 +149,8 @@ class SimulatedProvider:
             self.requests.clear()
             self.disconnects.clear()
             self._disconnected.clear()
+            if self._rate is not None:
+                self._rate.reset()
 
     def wait_for_disconnect(self, timeout: float) -> bool:
         """Block until a client has disconnected mid-response; False after ``timeout`` s."""
@@ -144,13 +174,15 @@ class SimulatedProvider:
             (b"x-request-id", f"req_sim_{number}".encode()),
         ]
         data = _parse_json(body)
+        path = _route_path(scope)
         fault: Fault | None = None
         outcome: Reply | _Refusal
         try:
-            outcome = self._prepare(
-                scope["method"], _route_path(scope), headers, data, number, common
-            )
-            fault = self._select_fault(outcome.model, headers.get("x-sim-fault", ""))
+            outcome = self._prepare(scope["method"], path, headers, data, number, common)
+            from_header = _header_fault(headers.get("x-sim-fault", ""))
+            if path in _METERED:
+                outcome = self._count(outcome, received_at)
+            fault = self._select_fault(outcome.model, from_header)
         except _Refusal as refusal:
             outcome = refusal
         record = RecordedRequest(
@@ -168,7 +200,7 @@ class SimulatedProvider:
             try:
                 await ex.pause(self.latency)
                 if isinstance(outcome, _Refusal):
-                    await send_json(ex, outcome.status, outcome.body, common)
+                    await send_json(ex, outcome.status, outcome.body, common + outcome.headers)
                 else:
                     await play(ex, outcome, fault)
             except ClientGone:
@@ -205,13 +237,27 @@ class SimulatedProvider:
             )
         return handler(data, number, common)
 
-    def _select_fault(self, model: str | None, header: str) -> Fault | None:
-        try:
-            from_header = parse_fault(header) if header.strip() else None
-        except ValueError as error:
-            raise _Refusal(
-                400, payloads.openai_error(str(error), "invalid_request_error", param="x-sim-fault")
-            ) from None
+    def _count(self, reply: Reply, now: float) -> Reply:
+        """Count ``reply``'s request against the rate limit: its headers added, or a 429."""
+        with self._lock:
+            if self._rate is None:
+                return reply
+            state = self._rate.take(now, input_tokens=reply.prompt_tokens)
+        quota = openai_headers(state)
+        if state.allowed:
+            return replace(reply, headers=reply.headers + quota)
+        message = (
+            f"Rate limit reached for {reply.model} on requests per {state.window:g}s "
+            f"(simulated): Limit {state.limit}, Used {state.limit}, Requested 1. "
+            f"Please try again in {go_duration(state.reset_in)}."
+        )
+        raise _Refusal(
+            429,
+            payloads.openai_error(message, "requests", code="rate_limit_exceeded"),
+            [*quota, (b"retry-after", str(state.retry_after).encode())],
+        )
+
+    def _select_fault(self, model: str | None, from_header: Fault | None) -> Fault | None:
         with self._lock:
             for queued in self._queue:
                 if queued.model is None or queued.model == model:
@@ -245,11 +291,14 @@ class SimulatedProvider:
         model = _require_model(data)
         meta = ResponseMeta(f"chatcmpl-sim-{number}", int(time.time()), model, self.name)
         prompt_tokens = payloads.count_words(data.get("messages"))
-        tool_name = _tool_to_call(data)
+        rest = continuation(self.reply, _turns(data.get("messages")), assistant="assistant")
+        # a continuation is the rest of a text answer, even when tools are offered
+        tool_name = _tool_to_call(data) if rest is None else None
+        text = self.reply if rest is None else rest
         if data.get("stream") is True:
             plan = payloads.chat_stream(
                 meta,
-                text=self.reply,
+                text=text,
                 tool_name=tool_name,
                 prompt_tokens=prompt_tokens,
                 pieces=self.stream_chunks,
@@ -257,7 +306,7 @@ class SimulatedProvider:
             )
             return self._reply(common, model, prompt_tokens, stream=plan)
         body = payloads.chat_completion(
-            meta, text=self.reply, tool_name=tool_name, prompt_tokens=prompt_tokens
+            meta, text=text, tool_name=tool_name, prompt_tokens=prompt_tokens
         )
         return self._reply(common, model, prompt_tokens, body)
 
@@ -286,6 +335,38 @@ class SimulatedProvider:
 
     def _models(self, data: Any, number: int, common: Headers) -> Reply:
         return self._reply(common, None, 0, payloads.model_list(self.name))
+
+
+def _header_fault(header: str) -> Fault | None:
+    """The fault an ``x-sim-fault`` header asks for; a 400 if it does not parse."""
+    try:
+        return parse_fault(header) if header.strip() else None
+    except ValueError as error:
+        raise _Refusal(
+            400, payloads.openai_error(str(error), "invalid_request_error", param="x-sim-fault")
+        ) from None
+
+
+def _turns(messages: Any) -> list[tuple[str, str]]:
+    """``(role, text)`` of each chat message; content parts other than text are skipped."""
+    if not isinstance(messages, list):
+        return []
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            turns.append(("", ""))
+            continue
+        content = message.get("content")
+        if isinstance(content, list):
+            content = "".join(
+                part["text"]
+                for part in content
+                if isinstance(part, dict)
+                and part.get("type") == "text"
+                and isinstance(part.get("text"), str)
+            )
+        turns.append((str(message.get("role", "")), content if isinstance(content, str) else ""))
+    return turns
 
 
 def _bad_request(message: str, param: str | None = None) -> _Refusal:
