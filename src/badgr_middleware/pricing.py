@@ -125,6 +125,20 @@ _DEFAULT_INDEX: Mapping[str, Price] = MappingProxyType(
 )
 
 
+_INDEXES: dict[int, tuple[Mapping[str, Price], dict[str, Price]]] = {}
+
+
+def _index(overrides: Mapping[str, Price]) -> dict[str, Price]:
+    """``overrides`` by canonical name, built once per mapping (a config's lives as long)."""
+    cached = _INDEXES.get(id(overrides))
+    if cached is None or cached[0] is not overrides:
+        if len(_INDEXES) > 64:
+            _INDEXES.clear()
+        cached = _INDEXES[id(overrides)] = (
+            overrides, {_canonical(name): price for name, price in overrides.items()})
+    return cached[1]
+
+
 def lookup_price(
     model: str, overrides: Mapping[str, Price] = MappingProxyType({})
 ) -> Price | None:
@@ -139,7 +153,7 @@ def lookup_price(
     """
     candidates = _candidates(model)
     if overrides:
-        index = {_canonical(name): price for name, price in overrides.items()}
+        index = _index(overrides)
         for name in candidates:
             if name in index:
                 return index[name]

@@ -137,13 +137,16 @@ def test_resume_true_keeps_the_alias_default() -> None:
 
 @pytest.mark.parametrize(("value", "ratio"), [("2", 2.0), ("0.5", 0.5), (" 1e1 ", 10.0)])
 def test_max_price_ratio_header(value: str, ratio: float) -> None:
-    assert parse(headers={"x-badgr-max-price-ratio": value}).max_price_ratio == ratio
+    """A client may tighten the alias's limit (1.5), never loosen it; without an alias
+    limit the header is the limit."""
+    assert parse(headers={"x-badgr-max-price-ratio": value}).max_price_ratio == min(1.5, ratio)
     assert parse("plain", {"x-badgr-max-price-ratio": value}).max_price_ratio == ratio
 
 
 @pytest.mark.parametrize(("value", "cost"), [("0.05", 0.05), ("3", 3.0), ("0.0001", 0.0001)])
 def test_max_cost_header(value: str, cost: float) -> None:
-    assert parse(headers={"x-badgr-max-cost": value}).max_cost == cost
+    assert parse(headers={"x-badgr-max-cost": value}).max_cost == min(0.25, cost)
+    assert parse("plain", {"x-badgr-max-cost": value}).max_cost == cost
 
 
 @pytest.mark.parametrize(("value", "flag"), [

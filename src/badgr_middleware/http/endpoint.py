@@ -192,17 +192,22 @@ def _apply_headers(routed: RoutedRequest, headers: Mapping[str, str], plan: Plan
     value = headers.get("x-badgr-resume")
     if value is not None:
         routed.resume = _resume_setting(value, plan.resume)
+    # a client may tighten the alias's price limits, never loosen them
     value = headers.get("x-badgr-max-price-ratio")
     if value is not None:
-        routed.max_price_ratio = _positive_number("x-badgr-max-price-ratio", value,
-                                                  "a number greater than 0, e.g. 1.5")
+        routed.max_price_ratio = _tighter(plan.max_price_ratio, _positive_number(
+            "x-badgr-max-price-ratio", value, "a number greater than 0, e.g. 1.5"))
     value = headers.get("x-badgr-max-cost")
     if value is not None:
-        routed.max_cost = _positive_number("x-badgr-max-cost", value,
-                                           "a number of US dollars greater than 0, e.g. 0.05")
+        routed.max_cost = _tighter(plan.max_cost, _positive_number(
+            "x-badgr-max-cost", value, "a number of US dollars greater than 0, e.g. 0.05"))
     value = headers.get("x-badgr-attempts-detail")
     if value is not None:
         routed.attempts_detail = _flag_setting("x-badgr-attempts-detail", value)
+
+
+def _tighter(configured: float | None, asked: float) -> float:
+    return asked if configured is None else min(configured, asked)
 
 
 def _invalid_header(name: str, expected: str) -> ApiError:
