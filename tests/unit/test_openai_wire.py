@@ -409,7 +409,9 @@ def test_done_alone_does_not_start_the_stream() -> None:
 )
 def test_in_band_error_before_the_first_event_is_a_bad_response(event: bytes) -> None:
     stream = OpenAIStream()
-    assert stream.feed(event) == event  # the client sees it if the response already started
+    # not forwarded: kept for the relay, which sends it if the response already started
+    assert stream.feed(event) == b""
+    assert stream.error_event == event
     assert not stream.started
     assert stream.error is not None
     assert stream.error.kind is FailureKind.BAD_RESPONSE
@@ -419,14 +421,29 @@ def test_in_band_error_before_the_first_event_is_a_bad_response(event: bytes) ->
     assert stream.close() == b""
 
 
-def test_in_band_error_after_the_first_event_breaks_the_stream() -> None:
+def test_in_band_error_after_the_first_event_is_a_stream_error() -> None:
     stream = OpenAIStream()
-    stream.feed(chunk({"content": "Hi"}))
-    stream.feed(b'data: {"error":{"message":"cut","code":"server_error"}}\n\n')
+    first = chunk({"content": "Hi"})
+    assert stream.feed(first) == first
+    error = b'data: {"error":{"message":"cut","code":"server_error"}}\n\n'
+    assert stream.feed(error) == b""  # kept in error_event: the relay sends it at the end
+    assert stream.error_event == error
     assert stream.error is not None
-    assert stream.error.kind is FailureKind.STREAM_BROKEN
-    assert stream.error.code == "server_error"
+    assert stream.error.kind is FailureKind.STREAM_ERROR
+    assert (stream.error.status, stream.error.code) == (200, "server_error")
+    assert stream.error.message == "cut"
     assert stream.error_in_band
+    assert stream.close() == b""
+
+
+def test_in_band_error_in_the_same_chunk_forwards_only_what_came_before() -> None:
+    stream = OpenAIStream()
+    before = b": keep-alive\n\n" + chunk({"content": "Hi"}) + chunk({"content": "!"})
+    error = b'event: error\ndata: {"error":{"message":"cut","code":"server_error"}}\n\n'
+    assert stream.feed(before + error + chunk({"content": "late"}) + DONE) == before
+    assert stream.error_event == error
+    assert stream.error is not None and stream.error.kind is FailureKind.STREAM_ERROR
+    assert stream.error_in_band and stream.started and not stream.finished
 
 
 def test_error_inside_content_is_not_an_error() -> None:
@@ -436,10 +453,55 @@ def test_error_inside_content_is_not_an_error() -> None:
     assert stream.started
 
 
-def test_error_event_without_json_is_not_an_error() -> None:
+NOT_JSON_OBJECTS = [
+    b'event: error\ndata: "error" but not json\n\n',
+    b"data: line1\ndata: line2\n\n",
+    b"data: hello\n\n",  # one-line data events: the fast path must find it too
+    b"data:nospace\n\n",
+    b'data: ["a list"]\n\n',
+    b"data: \n\n",
+]
+
+
+@pytest.mark.parametrize("event", NOT_JSON_OBJECTS)
+def test_event_that_is_not_a_json_object_before_the_first_event_is_a_bad_response(
+    event: bytes,
+) -> None:
     stream = OpenAIStream()
-    stream.feed(b'event: error\ndata: "error" but not json\n\n')
-    assert stream.error is None
+    comment = b": OPENROUTER PROCESSING\n\n"
+    assert stream.feed(comment + event + chunk({"content": "Hi"}) + DONE) == comment
+    assert not stream.started and not stream.finished
+    assert stream.error == Failure(
+        FailureKind.BAD_RESPONSE, 200,
+        "The upstream sent a stream event that is not a JSON object.", "stream_malformed")
+    assert not stream.error_in_band  # the client would choke on it: never forwarded
+    assert stream.error_event == b""
+    assert stream.close() == b""
+
+
+@pytest.mark.parametrize("event", NOT_JSON_OBJECTS)
+def test_event_that_is_not_a_json_object_after_the_first_event_is_malformed(
+    event: bytes,
+) -> None:
+    stream = OpenAIStream()
+    first = chunk({"role": "assistant", "content": "Hi"})
+    assert stream.feed(first) == first
+    before = chunk({"content": "!"}) + b": keep-alive\n\n"
+    assert stream.feed(before + event + chunk({}, "stop") + DONE) == before
+    assert stream.started and not stream.finished
+    assert stream.error == Failure(
+        FailureKind.STREAM_MALFORMED, 200,
+        "The upstream sent a stream event that is not a JSON object.", "stream_malformed")
+    assert not stream.error_in_band
+    assert stream.error_event == b""
+    assert stream.close() == b""
+
+
+def test_done_counts_as_well_formed() -> None:
+    stream = OpenAIStream()
+    body = chunk({"content": "Hi"}) + chunk({}, "stop") + DONE
+    assert stream.feed(body) == body
+    assert stream.error is None and stream.finished
 
 
 def test_stream_error_message_is_scrubbed() -> None:
@@ -448,6 +510,7 @@ def test_stream_error_message_is_scrubbed() -> None:
     assert stream.error is not None
     assert LOCAL_KEY not in stream.error.message
     assert stream.error.message == "bad key ***"
+    assert stream.error_event == b'data: {"error":{"message":"bad key ***"}}\n\n'
 
 
 @pytest.mark.parametrize("finish", [b'"finish_reason":"stop"', b'"finish_reason": "length"'])
@@ -460,14 +523,15 @@ def test_finish_without_done_is_completed_by_close(finish: bytes) -> None:
     assert stream.error is None
 
 
-def test_no_finish_means_close_breaks_the_stream() -> None:
+def test_no_finish_means_close_finds_the_stream_incomplete() -> None:
     stream = OpenAIStream()
     stream.feed(chunk({"content": "Hi"}, None))  # "finish_reason":null
     assert stream.close() == b""
     assert stream.error is not None
-    assert stream.error.kind is FailureKind.STREAM_BROKEN
-    assert stream.error.code == "stream_interrupted"
+    assert stream.error.kind is FailureKind.STREAM_INCOMPLETE
+    assert stream.error.code == "stream_interrupted"  # what the client is told
     assert not stream.error_in_band
+    assert stream.error_event == b""
 
 
 def test_an_unfinished_last_event_does_not_count() -> None:
@@ -475,7 +539,7 @@ def test_an_unfinished_last_event_does_not_count() -> None:
     stream.feed(chunk({"content": "Hi"}) + chunk({}, "stop")[:-2])
     assert stream.close() == b""
     assert stream.error is not None
-    assert stream.error.kind is FailureKind.STREAM_BROKEN
+    assert stream.error.kind is FailureKind.STREAM_INCOMPLETE
 
 
 @pytest.mark.parametrize(
@@ -509,8 +573,10 @@ def test_nothing_after_an_in_band_error_is_forwarded() -> None:
     stream.feed(b'data: {"choices":[{"index":0,"delta":{"content":"a"}}]}\n\n')
     error = b'data: {"error":{"message":"overloaded","code":502}}\n\n'
     out = stream.feed(error + b"data: [DONE]\n\n")
-    assert out == error
+    assert out == b""  # the error event itself is the relay's to send
+    assert stream.error_event == error  # and nothing after it
     assert stream.error is not None and stream.error_in_band
+    assert not stream.finished
 
 
 def test_an_event_without_data_does_not_start_the_stream() -> None:
