@@ -227,13 +227,18 @@ def test_a_target_low_on_quota_stops_getting_traffic_before_its_429(sims, serve,
     """q allows 4 requests a minute and says so in x-ratelimit-* headers. With a reserve of
     30%, badgr moves traffic to q2 once q reports 1 of 4 left: q never answers 429."""
     sims.q.reset_rate_limit()
-    with serve(config(sims, quota_reserve=0.3)) as gateway:
+    with serve(config(sims, quota_reserve=0.3)) as gateway, httpx.Client(timeout=10) as http:
         statuses = [post(gateway, "quota") for _ in range(8)]
+        status = http.get(f"{gateway.base_url}/status",
+                          headers={"authorization": f"Bearer {CLIENT_KEY}"}).json()
     assert [r.status_code for r in statuses] == [200] * 8
     assert [r.headers["x-badgr-provider"] for r in statuses] == ["q"] * 3 + ["q2"] * 5
     assert all(r.headers["x-badgr-attempts"] == "1" for r in statuses)
     assert quota_provider_requests(sims.q) == 3
     assert recorder.of("attempt_failed") == []
+    low = status["providers"]["q"]["targets"]["m"]
+    assert (low["state"], low["status"], low["reason"]) == ("quota_low", "degraded", "quota_low")
+    assert 0 < low["retry_in"] <= 60
 
 
 def test_without_quota_awareness_the_target_runs_into_its_429(sims, serve, recorder):

@@ -161,11 +161,13 @@ def splits(data: bytes) -> Iterator[list[bytes]]:
 
 def run(stream: AnthropicStream, pieces: list[bytes]) -> tuple[list[Any], bool]:
     """Feed the pieces; return the events and whether ``started`` came no earlier than the
-    first content event."""
+    first content event. As the relay does, the error event kept by a stream that failed
+    after content comes last."""
     out: list[bytes] = []
     for piece in pieces:
         out.append(stream.feed(piece))
     out.append(stream.close())
+    out.append(stream.error_event)
     return decode(b"".join(out)), stream.started
 
 
@@ -245,13 +247,44 @@ def test_error_after_content_is_in_band() -> None:
             {"error": {"message": "Overloaded ***", "type": "upstream_error", "param": None,
                        "code": "overloaded_error"}},
         ]
-        assert stream.error == Failure(FailureKind.STREAM_BROKEN, 200, "Overloaded ***",
+        assert stream.error == Failure(FailureKind.STREAM_ERROR, 200, "Overloaded ***",
                                        "overloaded_error")
         assert stream.error_in_band and not stream.finished
 
 
+def test_error_after_content_is_kept_for_the_relay_not_returned() -> None:
+    stream = new()
+    out = stream.feed(message_start() + block_start(0, {"type": "text", "text": ""})
+                      + text_delta(0, "Hi"))
+    assert decode(out) == [chunk({"role": "assistant", "content": ""}), chunk({"content": "Hi"})]
+    assert stream.feed(OVERLOADED + text_delta(0, "late") + STOP) == b""
+    assert decode(stream.error_event) == [{"error": {
+        "message": "Overloaded", "type": "upstream_error", "param": None,
+        "code": "overloaded_error"}}]
+    assert stream.error is not None and stream.error.kind is FailureKind.STREAM_ERROR
+    assert stream.close() == b""
+
+
+def test_garbage_event_after_content_is_malformed() -> None:
+    data = message_start() + block_start(0, {"type": "text", "text": ""}) + text_delta(
+        0, "Hi") + b"event: content_block_delta\ndata: {not json\n\n" + STOP
+    for pieces in splits(data):
+        stream = new()
+        events, _ = run(stream, pieces)
+        assert events == [
+            chunk({"role": "assistant", "content": ""}),
+            chunk({"content": "Hi"}),
+            {"error": {"message": "The upstream sent a stream event that is not JSON.",
+                       "type": "upstream_error", "param": None, "code": "bad_response"}},
+        ]
+        assert stream.error == Failure(FailureKind.STREAM_MALFORMED, 200,
+                                       "The upstream sent a stream event that is not JSON.",
+                                       "bad_response")
+        assert stream.error_in_band and not stream.finished
+
+
 @pytest.mark.parametrize("cut_after", ["message_delta", "text", "message_start"])
-def test_stream_without_message_stop_is_broken(cut_after: str) -> None:
+def test_stream_without_message_stop_is_incomplete(cut_after: str) -> None:
     parts = [message_start(), block_start(0, {"type": "text", "text": ""}),
              text_delta(0, "Hi"), message_delta("end_turn", 2)]
     data = {"message_start": parts[:1], "text": parts[:3], "message_delta": parts}[cut_after]
@@ -259,9 +292,10 @@ def test_stream_without_message_stop_is_broken(cut_after: str) -> None:
     stream.feed(b"".join(data) + b"event: message_stop\ndata: {\"ty")  # half an event
     assert stream.close() == b""
     assert stream.error == Failure(
-        FailureKind.STREAM_BROKEN, None,
+        FailureKind.STREAM_INCOMPLETE, None,
         "The upstream stream ended before the answer was complete.", "stream_interrupted")
     assert not stream.finished
+    assert not stream.error_in_band and stream.error_event == b""  # the relay writes one
 
 
 def test_empty_answer_still_starts_and_finishes() -> None:

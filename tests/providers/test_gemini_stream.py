@@ -105,7 +105,9 @@ def splits(data: bytes) -> Iterator[list[bytes]]:
 
 
 def run(stream: GeminiStream, pieces: list[bytes]) -> list[Any]:
-    return decode(b"".join([stream.feed(p) for p in pieces] + [stream.close()]))
+    # as the relay does: the error event kept by a stream that failed after content is last
+    return decode(b"".join([stream.feed(p) for p in pieces] + [stream.close()])
+                  + stream.error_event)
 
 
 @pytest.mark.parametrize(("data", "expected", "include_usage"), [
@@ -140,12 +142,13 @@ def test_started_only_with_content() -> None:
     assert stream.started
 
 
-def test_no_finish_reason_is_a_broken_stream() -> None:
+def test_no_finish_reason_is_an_incomplete_stream() -> None:
     stream = new()
     run(stream, [ev(part_event([{"text": "Hel"}]))])
-    assert stream.error == Failure(FailureKind.STREAM_BROKEN, None,
+    assert stream.error == Failure(FailureKind.STREAM_INCOMPLETE, None,
                                    "The upstream stream ended before the answer was complete.",
                                    "stream_interrupted")
+    assert not stream.error_in_band and stream.error_event == b""  # the relay writes one
 
 
 def test_error_before_content_follows_the_policy_with_its_retry_delay() -> None:
@@ -169,9 +172,37 @@ def test_error_after_content_is_in_band() -> None:
             chunk(ROLE), chunk({"content": "Hi"}),
             {"error": {"message": "overloaded ***", "type": "upstream_error", "param": None,
                        "code": "UNAVAILABLE"}}]
-        assert stream.error == Failure(FailureKind.STREAM_BROKEN, 200, "overloaded ***",
+        assert stream.error == Failure(FailureKind.STREAM_ERROR, 200, "overloaded ***",
                                        "UNAVAILABLE")
         assert stream.error_in_band
+
+
+def test_error_after_content_is_kept_for_the_relay_not_returned() -> None:
+    stream = new()
+    out = stream.feed(ev(part_event([{"text": "Hi"}])) + ev({"error": {
+        "code": 503, "status": "UNAVAILABLE", "message": "overloaded"}})
+        + ev(part_event([{"text": "late"}], "STOP")))
+    assert decode(out) == [chunk(ROLE), chunk({"content": "Hi"})]
+    assert decode(stream.error_event) == [{"error": {
+        "message": "overloaded", "type": "upstream_error", "param": None,
+        "code": "UNAVAILABLE"}}]
+    assert stream.error is not None and stream.error.kind is FailureKind.STREAM_ERROR
+    assert not stream.finished and stream.close() == b""
+
+
+def test_garbage_event_after_content_is_malformed() -> None:
+    data = ev(part_event([{"text": "Hi"}])) + b"data: {not json\n\n" + ev(
+        part_event([{"text": ""}], "STOP"))
+    for pieces in splits(data):
+        stream = new()
+        assert run(stream, pieces) == [
+            chunk(ROLE), chunk({"content": "Hi"}),
+            {"error": {"message": "The upstream sent a stream event that is not JSON.",
+                       "type": "upstream_error", "param": None, "code": "bad_response"}}]
+        assert stream.error == Failure(FailureKind.STREAM_MALFORMED, 200,
+                                       "The upstream sent a stream event that is not JSON.",
+                                       "bad_response")
+        assert stream.error_in_band and not stream.finished
 
 
 def test_two_candidates_finish_separately() -> None:

@@ -13,6 +13,7 @@ import random
 import pytest
 
 from badgr_middleware.providers.openai import OpenAIStream
+from badgr_middleware.routing.outcomes import FailureKind
 from badgr_middleware.sse import SSEEvent, SSEScanner
 
 PIECES = [
@@ -72,3 +73,22 @@ def test_scanner_shortcut_matches_line_by_line(seed: int) -> None:
     fast, slow = SSEScanner(), SlowScanner()
     assert [fast.feed(c) for c in chunks] == [slow.feed(c) for c in chunks]
     assert fast.remainder() == slow.remainder()
+
+
+FIRST = b'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":null}]}\n\n'
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before the first event", "after"])
+@pytest.mark.parametrize("quoted", [b"data: [DONE]", b"data: {"])
+def test_a_quoted_event_prefix_does_not_hide_a_malformed_event(quoted: bytes,
+                                                               started: bool) -> None:
+    # seed 278 above, reduced: the fast path's check must count event starts, not the same
+    # bytes quoted inside another event's content
+    quoting = b'data: {"choices":[{"delta":{"content":"' + quoted + b'"}}]}\n\n'
+    stream = OpenAIStream()
+    if started:
+        assert stream.feed(FIRST) == FIRST
+    assert stream.feed(quoting + b"data: hello\n\n") == quoting
+    assert stream.error is not None  # the quoting event started the stream: malformed
+    assert (stream.error.kind, stream.error.code) == (FailureKind.STREAM_MALFORMED,
+                                                      "stream_malformed")

@@ -74,16 +74,18 @@ def build_status(
 def health_entry(health: KeyHealth | None, now: float) -> dict[str, Any]:
     """One key's health as JSON.
 
-    ``state`` is available, cooling_down, open or half_open (what routing does with the key);
-    ``status`` is the glance: up, degraded (probing, or a recent success rate below 90 %) or
-    down (cooling down, or its breaker open).
+    ``state`` is available, cooling_down, quota_low, open or half_open (what routing does with
+    the key); ``status`` is the glance: up, degraded (probing, low on quota, or a recent
+    success rate below 90 %) or down (cooling down, or its breaker open).
     """
     health = health or KeyHealth()
     state, reason, retry_in = "available", None, None
     cooling = health.cooldown_until is not None and health.cooldown_until > now
     if cooling:
         assert health.cooldown_until is not None
-        state, reason = "cooling_down", health.cooldown_kind
+        # a target low on quota is still served, only last: degraded, not down
+        low = health.cooldown_kind == "quota_low"
+        state, reason = ("quota_low" if low else "cooling_down"), health.cooldown_kind
         retry_in = round(health.cooldown_until - now, 3)
     elif health.breaker != "closed":
         state, reason = health.breaker, "circuit"
@@ -101,7 +103,7 @@ def health_entry(health: KeyHealth | None, now: float) -> dict[str, Any]:
     rate = round(ok / (ok + failed), 4) if ok + failed else None
     if state in ("cooling_down", "open"):
         status = "down"
-    elif state == "half_open" or (rate is not None and rate < DEGRADED_BELOW):
+    elif state in ("half_open", "quota_low") or (rate is not None and rate < DEGRADED_BELOW):
         status = "degraded"
     else:
         status = "up"
