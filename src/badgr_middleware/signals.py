@@ -130,10 +130,10 @@ class StoreChanged:
 class AttemptRecord:
     """One attempt of a request, as ``x-badgr-attempts-detail`` and the end signals show it.
 
-    ``outcome`` is ``"ok"``, a failure kind, or ``"refused"`` (skipped by a price limit);
-    ``cost`` is in USD when the target's price and the attempt's usage (or, for a stream
-    that broke, an estimate of it) are known; ``resumed`` marks the attempt that continued
-    a broken stream.
+    ``outcome`` is ``"ok"``, a failure kind, ``"cancelled"`` (a hedge that lost) or
+    ``"streaming"`` (in the headers of a stream still running); ``cost`` is in USD when the
+    target's price and the attempt's usage (or, for a stream that broke, an estimate of it)
+    are known; ``resumed`` marks an attempt that continued a broken stream.
     """
 
     target: str

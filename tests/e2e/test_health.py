@@ -115,7 +115,7 @@ def test_idle_stream_is_abandoned_at_the_read_timeout(make_gateway, config_for, 
     reply = gateway.chat("solo", stream=True)
     assert reply.error is not None and "interrupted" in str(reply.error)
     end = recorder.wait_for_end()
-    assert (end.name, end.event.error_kind) == ("request_failed", "stream_broken")
+    assert (end.name, end.event.error_kind) == ("request_failed", "stream_idle")
 
 
 def test_latency_routing_prefers_the_faster_target(make_gateway, config_for, sims) -> None:

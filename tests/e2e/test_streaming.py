@@ -151,14 +151,16 @@ def test_break_after_the_first_event_sends_a_stream_interrupted_error(
     assert (reply.error.type, reply.error.code) == ("upstream_error", "stream_interrupted")
 
 
-def test_read_timeout_after_the_first_event_is_stream_broken(gateway, sims, recorder) -> None:
+def test_read_timeout_after_the_first_event_is_stream_idle(gateway, sims, recorder) -> None:
     sims.a.fail_next("idle=1")
     reply = gateway.chat("ab", stream=True)
     assert reply.content == PIECES_OF_A[0]
     assert type(reply.error) is openai.APIError
     assert sims.b.requests == []
+    assert (reply.error.type, reply.error.code) == ("upstream_error", "stream_interrupted")
+    assert "went silent" in reply.error.message
     failed = recorder.wait_for("request_failed", reply.request_id)
-    assert failed.error_kind == "stream_broken"
+    assert failed.error_kind == "stream_idle"
 
 
 # The paced upstream sends its events 50 ms apart, so the error event arrives after the first
@@ -174,7 +176,7 @@ def test_midstream_error_event_is_forwarded_and_ends_the_stream(gateway, sims, r
     assert reply.error.message == "Upstream provider error (simulated by paced)."
     assert sims.b.requests == []
     failed = recorder.wait_for("request_failed", reply.request_id)
-    assert (failed.error_kind, failed.provider) == ("stream_broken", "paced")
+    assert (failed.error_kind, failed.provider) == ("stream_error", "paced")
 
 
 def test_midstream_error_event_is_forwarded_as_is(gateway, sims, recorder) -> None:
@@ -401,7 +403,7 @@ def test_stream_ending_without_finish_or_done_ends_with_an_error(
     assert type(reply.error) is openai.APIError
     assert (reply.error.type, reply.error.code) == ("upstream_error", "stream_interrupted")
     failed = recorder.wait_for("request_failed", reply.request_id)
-    assert failed.error_kind == "stream_broken"
+    assert failed.error_kind == "stream_incomplete"
 
 
 def test_error_event_in_the_same_read_as_the_first_event_is_forwarded(

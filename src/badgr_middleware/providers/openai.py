@@ -147,7 +147,8 @@ class OpenAIStream:
             if (
                 b"error" not in out and b'"usage"' not in out
                 # every event a JSON object or [DONE]: else find the malformed one below
-                and out.count(b"data: {") + out.count(b"data: [DONE]") >= out.count(b"\n\n")
+                # (counted at event starts: JSON strings cannot hold a raw blank line)
+                and _object_or_done_events(out) >= out.count(b"\n\n")
             ):
                 self._feed_plain(out)
                 return out
@@ -242,6 +243,12 @@ class OpenAIStream:
             return
         if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
             self.usage = obj["usage"]
+
+
+def _object_or_done_events(out: bytes) -> int:
+    """How many of the whole events in ``out`` start ``data: {`` or ``data: [DONE]``."""
+    starts = out.count(b"\n\ndata: {") + out.count(b"\n\ndata: [DONE]")
+    return starts + (out.startswith(b"data: {") or out.startswith(b"data: [DONE]"))
 
 
 def _error_object(body: bytes, parsed: Any = None) -> dict[str, Any]:

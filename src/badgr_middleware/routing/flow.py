@@ -327,7 +327,7 @@ class Flow:
                     yield self._resumed_event(winner)
                 delivered = yield Respond(winner, self.attempts, tuple(self.records), ttfb)
                 if isinstance(delivered, Interrupted):
-                    if (yield from self._interrupted(winner, delivered, ended, ttfb)):
+                    if (yield from self._interrupted(winner, delivered, ended - ttfb, ttfb)):
                         yield from self._give_up(started, deadline_hit=False)
                         return
                     previous = winner
@@ -425,6 +425,8 @@ class Flow:
         body = self.request.body
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         out = limit if isinstance(limit, int) and not isinstance(limit, bool) else 0
+        if out and self.sent_tokens:  # a continuation is asked only for the rest
+            out = max(1, out - self.sent_tokens)
         return target.price.cost(self._prompt_estimate(), out)
 
     def _affordable(self, *targets: Target, note: bool = True) -> bool:
@@ -453,7 +455,9 @@ class Flow:
     def _first_byte_share(self, time_left: float) -> float | None:
         """With a client deadline, one attempt may spend at most half of the time left
         waiting for its first byte while other targets remain, so a failover still fits."""
-        if self.request.deadline is None or not (self.queue or self.retryable):
+        if self.request.deadline is None or not (self.retryable or any(
+            self._eligible(t, self.min_context) for t in self.queue
+        )):
             return None
         return time_left / 2
 
@@ -467,13 +471,14 @@ class Flow:
         now = self.clock()
         part = interrupted.sent_tokens - self.sent_tokens  # this target's share of the text
         prompt = self._prompt_estimate()
+        resumed = self.resumed_from is not None  # this attempt was itself a continuation
         self.sent_tokens = interrupted.sent_tokens
         self.resumed_from = (target, failure)
         yield self._attempt_failed_event(target, failure, now - began)
         yield Record((target.key,), False, ttfb, now - began, failure.kind.value, failure.status)
         cost = None if target.price is None else target.price.cost(prompt, part)
         self.records.append(AttemptRecord(target.key, failure.kind.value, failure.status,
-                                          now - began, cost))
+                                          now - began, cost, resumed))
         self.failures.append((target, failure))
         same = _base_model(target.model)
         self.queue.sort(key=lambda t: _base_model(t.model) != same)  # stable
@@ -656,7 +661,7 @@ class Flow:
         self.records.append(AttemptRecord(target.key, failure.kind.value, failure.status,
                                           now - began, usage_cost(target.price, usage), resumed))
         if failure.kind is not FailureKind.CLIENT_DISCONNECTED:
-            yield self._attempt_failed_event(target, failure, latency)
+            yield self._attempt_failed_event(target, failure, now - began)
             yield Record((target.key,), False, ttfb, now - began, failure.kind.value,
                          failure.status)
         yield Emit(
