@@ -29,7 +29,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Seconds a request runs before a task starts watching for the client to disconnect: the
 # longest a disconnect can go unnoticed (an LLM answer takes far longer than this).
-WATCH_AFTER = 0.01
+WATCH_AFTER = 0.05
 
 
 class BadgrApp:
