@@ -125,23 +125,32 @@ _DEFAULT_INDEX: Mapping[str, Price] = MappingProxyType(
 )
 
 
-_INDEXES: dict[int, tuple[Mapping[str, Price], dict[str, Price]]] = {}
+class _Lookups:
+    """One ``overrides`` mapping by canonical name, and the answers given for it."""
+
+    __slots__ = ("overrides", "index", "answers")
+
+    def __init__(self, overrides: Mapping[str, Price]) -> None:
+        self.overrides = overrides  # held, so its id is not reused while cached
+        self.index = {_canonical(name): price for name, price in overrides.items()}
+        self.answers: dict[str, Price | None] = {}
 
 
-def _index(overrides: Mapping[str, Price]) -> dict[str, Price]:
-    """``overrides`` by canonical name, built once per mapping (a config's lives as long)."""
-    cached = _INDEXES.get(id(overrides))
-    if cached is None or cached[0] is not overrides:
-        if len(_INDEXES) > 64:
-            _INDEXES.clear()
-        cached = _INDEXES[id(overrides)] = (
-            overrides, {_canonical(name): price for name, price in overrides.items()})
-    return cached[1]
+_LOOKUPS: dict[int, _Lookups] = {}
+_NO_OVERRIDES: Mapping[str, Price] = MappingProxyType({})
 
 
-def lookup_price(
-    model: str, overrides: Mapping[str, Price] = MappingProxyType({})
-) -> Price | None:
+def _lookups(overrides: Mapping[str, Price]) -> _Lookups:
+    """Per ``overrides`` mapping (a config's lives as long as the config): built once."""
+    cached = _LOOKUPS.get(id(overrides))
+    if cached is None or cached.overrides is not overrides:
+        if len(_LOOKUPS) > 64:
+            _LOOKUPS.clear()
+        cached = _LOOKUPS[id(overrides)] = _Lookups(overrides)
+    return cached
+
+
+def lookup_price(model: str, overrides: Mapping[str, Price] = _NO_OVERRIDES) -> Price | None:
     """The price of *model*, or None when it is not known.
 
     Tried in order: the name as given; without a vendor path (``openai/gpt-4o`` is
@@ -149,14 +158,24 @@ def lookup_price(
     is ``claude-sonnet-4-5``, ``gpt-4o-2024-08-06`` is ``gpt-4o``, ``gemini-2.0-flash-001`` is
     ``gemini-2.0-flash``). Names compare case-insensitively, and ``-`` and ``.`` between two
     digits are the same (``claude-sonnet-4-5`` finds ``claude-sonnet-4.5``). *overrides* are
-    searched that way first, then :data:`DEFAULT_PRICES`.
+    searched that way first, then :data:`DEFAULT_PRICES`. Answers are cached (plans look
+    prices up on every request).
     """
-    candidates = _candidates(model)
-    if overrides:
-        index = _index(overrides)
-        for name in candidates:
-            if name in index:
-                return index[name]
+    lookups = _lookups(overrides)
+    try:
+        return lookups.answers[model]
+    except KeyError:
+        pass
+    price = _find(_candidates(model), lookups.index)
+    if len(lookups.answers) < 4096:
+        lookups.answers[model] = price
+    return price
+
+
+def _find(candidates: tuple[str, ...], index: Mapping[str, Price]) -> Price | None:
+    for name in candidates:
+        if name in index:
+            return index[name]
     for name in candidates:
         if name in _DEFAULT_INDEX:
             return _DEFAULT_INDEX[name]

@@ -274,7 +274,7 @@ class DriverBase:
     def resumed_request(request: RoutedRequest, wire: Wire, text: str) -> RoutedRequest:
         """``request`` asking ``wire``'s upstream to continue the answer ``text``."""
         body = continuation_body(request.body, text, prefill=wire.prefill)
-        return dataclasses.replace(request, body=body)
+        return dataclasses.replace(request, body=body, raw=b"")
 
     @staticmethod
     def resume_note(relay: Relay, old: Target, respond: Respond) -> tuple[dict[str, Any], bytes]:

@@ -143,7 +143,7 @@ class Endpoint:
             route, body, plan, request_id, bool(body.get("stream")), model,
             hedge_after=plan.hedge_after, resume=plan.resume,
             max_price_ratio=plan.max_price_ratio, max_cost=plan.max_cost,
-            attempts_detail=self.config.attempts_detail,
+            attempts_detail=self.config.attempts_detail, raw=request.body,
         )
         _apply_headers(routed, request.headers, plan)
         return routed

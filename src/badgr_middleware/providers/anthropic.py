@@ -571,7 +571,7 @@ class AnthropicStream(TranslatingStream):
         data = _load(event.data)
         if not isinstance(data, dict):
             return self._fail("The upstream sent a stream event that is not JSON.",
-                              "bad_response", 200)
+                              "bad_response", 200, malformed=True)
         kind = data.get("type")
         if kind == "message_start":
             return self._message_start(data.get("message"))
@@ -677,11 +677,11 @@ class AnthropicStream(TranslatingStream):
             self._usage.update(
                 {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)})
 
-    def _fail(self, message: str, code: str, status: int) -> bytes:
+    def _fail(self, message: str, code: str, status: int, *, malformed: bool = False) -> bytes:
         message = self._scrub(message)
         if not self.started:
             # nothing reached the client: the policy decides, as for the same HTTP error
             self.error = Failure(classify_status(status, code, message), status, message, code)
             return b""
         return failed_mid_stream(self, Failure(FailureKind.STREAM_ERROR, 200, message, code),
-                                 malformed=code == "bad_response")
+                                 malformed=malformed)

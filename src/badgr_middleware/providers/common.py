@@ -197,10 +197,13 @@ class ChunkWriter:
 
 def failed_mid_stream(stream: TranslatingStream, failure: Failure, *, malformed: bool) -> bytes:
     """Record a failure after the stream started: the error event is kept for the relay."""
-    kind = FailureKind.STREAM_MALFORMED if malformed else FailureKind.STREAM_ERROR
-    stream.error = Failure(kind, 200, failure.message, failure.code)
+    if malformed:
+        kind, code = FailureKind.STREAM_MALFORMED, "stream_malformed"
+    else:
+        kind, code = FailureKind.STREAM_ERROR, failure.code
+    stream.error = Failure(kind, 200, failure.message, code)
     stream.error_in_band = True
-    stream.error_event = error_event(failure.message, failure.code)
+    stream.error_event = error_event(failure.message, code)
     return b""
 
 

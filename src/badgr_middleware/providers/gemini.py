@@ -580,7 +580,7 @@ class GeminiStream(TranslatingStream):
         if not isinstance(data, dict):
             return self._fail(Failure(FailureKind.BAD_RESPONSE, 200,
                                       "The upstream sent a stream event that is not JSON.",
-                                      "bad_response"))
+                                      "bad_response"), malformed=True)
         if "error" in data:
             error = gemini_error(data)
             status = error.get("code") if isinstance(error.get("code"), int) else 500
@@ -639,8 +639,8 @@ class GeminiStream(TranslatingStream):
         out.append(DONE_EVENT)
         return b"".join(out)
 
-    def _fail(self, failure: Failure) -> bytes:
+    def _fail(self, failure: Failure, *, malformed: bool = False) -> bytes:
         if not self.started:
             self.error = failure
             return b""
-        return failed_mid_stream(self, failure, malformed=failure.code == "bad_response")
+        return failed_mid_stream(self, failure, malformed=malformed)

@@ -9,6 +9,7 @@ as ``: OPENROUTER PROCESSING`` are kept.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ OPENROUTER_ONLY_FIELDS = (
     "session_id",
 )
 _DONE = b"[DONE]"
+_MODEL_VALUE = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
 class OpenAICompatible:
@@ -51,6 +53,11 @@ class OpenAICompatible:
         self._sse_headers = {**base, "accept": "text/event-stream"}
 
     def build_request(self, request: RoutedRequest, target: Target) -> UpstreamRequest:
+        headers = self._sse_headers if request.stream else self._json_headers
+        url = f"{self.config.base_url}/{request.route}"
+        content = self._as_sent(request, target)
+        if content is not None:
+            return UpstreamRequest("POST", url, headers, content)
         body = dict(request.body)
         body["model"] = target.model
         for name in OPENROUTER_ONLY_FIELDS:
@@ -62,9 +69,30 @@ class OpenAICompatible:
             if request.plan.openrouter_provider:
                 body["provider"] = request.plan.openrouter_provider
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        headers = self._sse_headers if request.stream else self._json_headers
-        url = f"{self.config.base_url}/{request.route}"
         return UpstreamRequest("POST", url, headers, content)
+
+    @staticmethod
+    def _as_sent(request: RoutedRequest, target: Target) -> bytes | None:
+        """The client's own bytes with only the model's value replaced, when nothing else
+        needs to change; None otherwise. Saves re-serialising a long conversation.
+
+        The one unescaped ``"model"`` in a body without ``\\u`` escapes (which could spell
+        another key "model") is the top-level key, whose value is a string.
+        """
+        raw = request.raw
+        if (
+            not raw
+            or not isinstance(request.body.get("model"), str)
+            or raw.count(b'"model"') != 1
+            or b"\\u" in raw
+            or any(name in request.body for name in OPENROUTER_ONLY_FIELDS)
+        ):
+            return None
+        found = _MODEL_VALUE.search(raw)
+        if found is None:
+            return None
+        value = json.dumps(target.model, ensure_ascii=False).encode()
+        return b"".join((raw[: found.start(1)], value, raw[found.end(1):]))
 
     def scrub(self, text: str) -> str:
         """Remove this provider's key from text an upstream wrote (some echo it back)."""

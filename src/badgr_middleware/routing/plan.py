@@ -79,6 +79,7 @@ class RoutedRequest:
     # x-badgr-deadline-ms, in seconds; None: timeouts.deadline (the driver takes the smaller)
     deadline: float | None = None
     attempts_detail: bool = False  # x-badgr-attempts-detail, else Config.attempts_detail
+    raw: bytes = b""  # the body exactly as the client sent it; empty once ``body`` changed
 
 
 def resolve_plan(body: Mapping[str, Any], config: Config) -> Plan:

@@ -35,7 +35,7 @@ from .exchange import ClientGone, Exchange, Receive, Scope, Send, SimulatedConne
 from .faults import Fault, parse_fault
 from .payloads import Headers
 from .provider import RecordedRequest, _headers, _lifespan, _read_body, _route_path
-from .ratelimit import RateState, RateWindow, anthropic_headers
+from .ratelimit import RateLimited, RateState, RateWindow, anthropic_headers
 
 __all__ = ["NativeSimulator", "SimulatedAnthropic", "SimulatedResponse"]
 
@@ -83,7 +83,7 @@ class _Queued:
     remaining: int
 
 
-class NativeSimulator:
+class NativeSimulator(RateLimited):
     """Shared machinery of the native fakes: faults, request log, ASGI entry point.
 
     Faults per request, first match wins: a queued :meth:`fail_next` entry, the
@@ -123,19 +123,6 @@ class NativeSimulator:
         fault = self._parse(spec) if spec else None
         with self._lock:
             self._fault = fault
-
-    def set_rate_limit(self, limit: int | None, window: float = 60.0) -> None:
-        """Serve at most ``limit`` requests per ``window`` seconds (a fresh window); None
-        removes the limit."""
-        rate = RateWindow(limit, window) if limit is not None else None
-        with self._lock:
-            self._rate = rate
-
-    def reset_rate_limit(self) -> None:
-        """Start a fresh rate-limit window at the next request (the limit itself stays)."""
-        with self._lock:
-            if self._rate is not None:
-                self._rate.reset()
 
     def clear(self) -> None:
         """Drop every fault and the request log, and start a fresh rate-limit window."""

@@ -17,7 +17,7 @@ from .exchange import ClientGone, Exchange, Receive, Scope, Send
 from .faults import Fault, parse_fault
 from .payloads import Headers, JsonObject, ResponseMeta
 from .playback import Reply, play, send_json
-from .ratelimit import RateWindow, go_duration, openai_headers
+from .ratelimit import RateLimited, RateWindow, go_duration, openai_headers
 
 # the endpoints a rate limit counts (GET /v1/models is free, as on the real APIs)
 _METERED = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
@@ -54,7 +54,7 @@ class _Queued:
     model: str | None
 
 
-class SimulatedProvider:
+class SimulatedProvider(RateLimited):
     """An ASGI app that behaves like an OpenAI-compatible API, with injectable faults.
 
     Serves ``POST /v1/chat/completions`` (stream and not, with tool calls),
@@ -125,19 +125,6 @@ class SimulatedProvider:
                 self._model_faults.pop(model, None)
             else:
                 self._model_faults[model] = fault
-
-    def set_rate_limit(self, limit: int | None, window: float = 60.0) -> None:
-        """Serve at most ``limit`` requests per ``window`` seconds (a fresh window); None
-        removes the limit and its headers."""
-        rate = RateWindow(limit, window) if limit is not None else None
-        with self._lock:
-            self._rate = rate
-
-    def reset_rate_limit(self) -> None:
-        """Start a fresh rate-limit window at the next request (the limit itself stays)."""
-        with self._lock:
-            if self._rate is not None:
-                self._rate.reset()
 
     def clear(self) -> None:
         """Drop every fault (including the constructor's), the request log and disconnects,

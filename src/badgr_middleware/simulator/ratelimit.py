@@ -9,12 +9,14 @@ the limit is refused and counts for nothing. See docs/simulator.md, "Rate limits
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .payloads import Headers
 
 __all__ = [
+    "RateLimited",
     "ANTHROPIC_INPUT_TOKENS_PER_REQUEST",
     "ANTHROPIC_OUTPUT_TOKENS_PER_REQUEST",
     "OPENAI_TOKENS_PER_REQUEST",
@@ -149,3 +151,23 @@ def anthropic_headers(state: RateState, now: float) -> Headers:
             (f"anthropic-ratelimit-{family}-reset".encode(), reset),
         ]
     return headers
+
+
+class RateLimited:
+    """The rate-limit controls every simulator shares (it holds ``_lock`` and ``_rate``)."""
+
+    _lock: threading.Lock
+    _rate: RateWindow | None
+
+    def set_rate_limit(self, limit: int | None, window: float = 60.0) -> None:
+        """Serve at most ``limit`` requests per ``window`` seconds (a fresh window); None
+        removes the limit and its headers."""
+        rate = RateWindow(limit, window) if limit is not None else None
+        with self._lock:
+            self._rate = rate
+
+    def reset_rate_limit(self) -> None:
+        """Start a fresh rate-limit window at the next request (the limit itself stays)."""
+        with self._lock:
+            if self._rate is not None:
+                self._rate.reset()
