@@ -198,10 +198,10 @@ def test_garbage_event_after_content_is_malformed() -> None:
         assert run(stream, pieces) == [
             chunk(ROLE), chunk({"content": "Hi"}),
             {"error": {"message": "The upstream sent a stream event that is not JSON.",
-                       "type": "upstream_error", "param": None, "code": "bad_response"}}]
+                       "type": "upstream_error", "param": None, "code": "stream_malformed"}}]
         assert stream.error == Failure(FailureKind.STREAM_MALFORMED, 200,
                                        "The upstream sent a stream event that is not JSON.",
-                                       "bad_response")
+                                       "stream_malformed")
         assert stream.error_in_band and not stream.finished
 
 

@@ -326,10 +326,8 @@ class Flow:
                 if resuming:
                     yield self._resumed_event(winner)
                 delivered = yield Respond(winner, self.attempts, tuple(self.records), ttfb)
-                if isinstance(delivered, Interrupted):
-                    if (yield from self._interrupted(winner, delivered, ended - ttfb, ttfb)):
-                        yield from self._give_up(started, deadline_hit=False)
-                        return
+                if isinstance(delivered, Interrupted):  # go on choosing, to continue it
+                    yield from self._interrupted(winner, delivered, ended - ttfb, ttfb)
                     previous = winner
                     continue
                 yield from self._finish(winner, delivered, started, ttfb, ended - ttfb)
@@ -465,8 +463,9 @@ class Flow:
 
     def _interrupted(
         self, target: Target, interrupted: Interrupted, began: float, ttfb: float
-    ) -> Generator[Action, Any, bool]:
-        """A stream broke after content: record it, then look for a target to continue it."""
+    ) -> FlowGenerator:
+        """A stream broke after content: record it, and put the same model first in the
+        queue of targets that may continue it."""
         failure = interrupted.failure
         now = self.clock()
         part = interrupted.sent_tokens - self.sent_tokens  # this target's share of the text
@@ -482,7 +481,6 @@ class Flow:
         self.failures.append((target, failure))
         same = _base_model(target.model)
         self.queue.sort(key=lambda t: _base_model(t.model) != same)  # stable
-        return False
 
     def _resumed_event(self, target: Target) -> Emit:
         req = self.request
