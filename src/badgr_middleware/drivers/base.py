@@ -150,14 +150,13 @@ class Relay:
     and nothing more is sent.
     """
 
-    __slots__ = ("_stream", "_failure", "_ended", "_tail", "sent", "_continuation")
+    __slots__ = ("_stream", "_failure", "_ended", "sent", "_continuation")
 
     def __init__(self, stream: StreamTranslator, sent: SentLog | None = None,
                  continuation: Continuation | None = None) -> None:
         self._stream = stream
         self._failure: Failure | None = None
         self._ended = False
-        self._tail = b""
         self.sent = sent
         self._continuation = continuation
 
