@@ -22,6 +22,7 @@ __all__ = [
     "ChunkWriter",
     "UnsupportedRequest",
     "dumps",
+    "image_url",
     "include_usage",
     "max_tokens_of",
     "openai_usage",
@@ -87,6 +88,16 @@ def text_of(content: Any) -> str:
             if isinstance(part, dict) and part.get("type") in ("text", "refusal", None)
         )
     return ""
+
+
+def image_url(part: Mapping[str, Any], param: str) -> str:
+    """The URL of an OpenAI ``image_url`` content part (a ``{"url": ...}`` or a bare string)."""
+    spec = part.get("image_url")
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    if not isinstance(url, str):
+        raise UnsupportedRequest("An image_url part needs a 'url'.", param=param,
+                                 code="unsupported_content")
+    return url
 
 
 def parse_data_url(url: str) -> tuple[str, str] | None:

@@ -38,6 +38,7 @@ from .common import (
     dumps,
     failed_mid_stream,
     float32_base64,
+    image_url,
     include_usage,
     max_tokens_of,
     openai_usage,
@@ -257,11 +258,7 @@ def _user_parts(content: Any, i: int) -> list[dict[str, Any]]:
 
 
 def _image(part: Mapping[str, Any], param: str) -> dict[str, Any]:
-    spec = part.get("image_url")
-    url = spec.get("url") if isinstance(spec, dict) else spec
-    if not isinstance(url, str):
-        raise UnsupportedRequest("An image_url part needs a 'url'.", param=param,
-                                 code="unsupported_content")
+    url = image_url(part, param)
     data = parse_data_url(url)
     if data is not None:
         return {"inlineData": {"mimeType": data[0], "data": data[1]}}
