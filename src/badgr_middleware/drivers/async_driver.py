@@ -10,7 +10,6 @@ cross loops), reused by every request on that loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -168,17 +167,19 @@ class AsyncDriver(DriverBase):
 
     async def finish(self, flow: FlowGenerator, delivered: Delivered) -> None:
         """Tell the flow the response is out, and run what it does last."""
-        await self._drain(flow, lambda: flow.send(delivered))
+        await self._drain(flow, flow.send, delivered)
 
     async def abandon(self, flow: FlowGenerator) -> None:
         """The client left before the response began: let the flow report it and end."""
-        await self._drain(flow, lambda: flow.throw(ClientDisconnected()))
+        await self._drain(flow, flow.throw, ClientDisconnected())
 
-    async def _drain(self, flow: FlowGenerator, first: Callable[[], object]) -> None:
-        with contextlib.suppress(StopIteration):
-            action = first()
+    async def _drain(self, flow: FlowGenerator, first: Callable[[Any], object], arg: Any) -> None:
+        try:
+            action = first(arg)
             while True:
                 action = flow.send(await self.step(action))
+        except StopIteration:
+            pass
 
     async def _hedged(
         self, request: RoutedRequest, action: Attempt

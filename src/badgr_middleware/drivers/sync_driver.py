@@ -8,7 +8,6 @@ read timeout mid-response), and the first-byte limit is also checked between chu
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -137,17 +136,19 @@ class SyncDriver(DriverBase):
 
     def finish(self, flow: FlowGenerator, delivered: Delivered) -> None:
         """Tell the flow the response is out, and run what it does last."""
-        self._drain(flow, lambda: flow.send(delivered))
+        self._drain(flow, flow.send, delivered)
 
     def abandon(self, flow: FlowGenerator) -> None:
         """The client left before the response began: let the flow report it and end."""
-        self._drain(flow, lambda: flow.throw(ClientDisconnected()))
+        self._drain(flow, flow.throw, ClientDisconnected())
 
-    def _drain(self, flow: FlowGenerator, first: Callable[[], object]) -> None:
-        with contextlib.suppress(StopIteration):
-            action = first()
+    def _drain(self, flow: FlowGenerator, first: Callable[[Any], object], arg: Any) -> None:
+        try:
+            action = first(arg)
             while True:
                 action = flow.send(self.step(action))
+        except StopIteration:
+            pass
 
     def _attempt(
         self, request: RoutedRequest, target: Target, time_left: float,

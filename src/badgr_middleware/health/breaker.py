@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..config import BreakerPolicy
 
-__all__ = ["BUCKETS", "BreakerState", "admit", "open_until", "record"]
+__all__ = ["BUCKETS", "FRESH", "BreakerState", "admit", "open_until", "record"]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 BUCKETS = 10  # the window is kept as this many equal time buckets of (successes, failures)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen ones cost 5x to build
 class BreakerState:
     state: str = CLOSED
     consecutive: int = 0
@@ -33,6 +33,9 @@ class BreakerState:
     probe_at: float = 0.0  # when the last probe was admitted (stuck probes expire)
     # bucket index (int(now / bucket length)) -> (successes, failures)
     buckets: tuple[tuple[int, int, int], ...] = field(default=())
+
+
+FRESH = BreakerState()  # a key with nothing counted (what a probe's success returns to)
 
 
 def open_until(state: BreakerState, policy: BreakerPolicy) -> float | None:
@@ -64,7 +67,7 @@ def record(
     """Count one result. Returns (new state, transition: "open", "closed" or None)."""
     if state.state == HALF_OPEN:
         if ok:
-            return BreakerState(), CLOSED
+            return FRESH, CLOSED
         return BreakerState(state=OPEN, opened_at=now), OPEN
     if state.state == OPEN:
         return state, None  # a late result from before the breaker opened

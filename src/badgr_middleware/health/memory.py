@@ -16,8 +16,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryHealthStore"]
 
-_FRESH = breaker.BreakerState()
-
 
 class MemoryHealthStore:
     """Health of every key in this process; safe to share between threads and event loops."""
@@ -73,9 +71,9 @@ class MemoryHealthStore:
             for key in dict.fromkeys(keys):  # statistics count a result once per key
                 self._stats.setdefault(key, _Stats()).add(ok, now, kind, status)
             for key in keys:
-                state = self._breakers.get(key, _FRESH)
+                state = self._breakers.get(key, breaker.FRESH)
                 state, transition = breaker.record(state, ok, now, self.policy)
-                if state == _FRESH:
+                if state is breaker.FRESH:
                     self._breakers.pop(key, None)
                 else:
                     self._breakers[key] = state

@@ -31,7 +31,7 @@ class ErrorInfo:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen ones cost 5x to build
 class KeyHealth:
     """One key's health at one moment.
 

@@ -29,6 +29,10 @@ GET_ROUTES = frozenset({"models", "status"})
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _WHOLE_NUMBER = re.compile(r"[0-9]{1,15}")
 _JSON = [("content-type", "application/json")]
+_OPTION_HEADERS = frozenset({
+    "x-badgr-hedge-after", "x-badgr-deadline-ms", "x-badgr-resume", "x-badgr-max-price-ratio",
+    "x-badgr-max-cost", "x-badgr-attempts-detail",
+})
 
 
 class Endpoint:
@@ -39,6 +43,7 @@ class Endpoint:
         self._keys = [key.reveal().encode() for key in config.client_keys]
         self._status_keys = [key.reveal().encode() for key in config.status_keys]
         self._authenticate: Callable[[HttpRequest], Any] | None = config.authenticate
+        self._plans: dict[str, Plan] = {}  # resolve_plan's cache for this config
 
     @staticmethod
     def request_id(request: HttpRequest) -> str:
@@ -137,7 +142,7 @@ class Endpoint:
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.", code="invalid_json")
         _validate(route, body)
-        plan = resolve_plan(body, self.config)
+        plan = resolve_plan(body, self.config, self._plans)
         model = body.get("model") or body["models"][0]
         routed = RoutedRequest(
             route, body, plan, request_id, bool(body.get("stream")), model,
@@ -183,6 +188,8 @@ def _apply_headers(routed: RoutedRequest, headers: Mapping[str, str], plan: Plan
     They are read here only: upstream requests are built from the configuration and the body,
     so no client header ever reaches a provider.
     """
+    if _OPTION_HEADERS.isdisjoint(headers):
+        return
     value = headers.get("x-badgr-hedge-after")
     if value is not None:
         routed.hedge_after = _hedge_setting(value)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["StreamTranslator", "UpstreamRequest", "Wire"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen ones cost 5x to build
 class UpstreamRequest:
     method: str
     url: str

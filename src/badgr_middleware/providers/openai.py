@@ -31,6 +31,7 @@ OPENROUTER_ONLY_FIELDS = (
     "models", "route", "provider", "transforms", "plugins", "usage", "debug", "trace",
     "session_id",
 )
+_OPENROUTER_ONLY = frozenset(OPENROUTER_ONLY_FIELDS)
 _DONE = b"[DONE]"
 _MODEL_VALUE = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
 
@@ -85,7 +86,7 @@ class OpenAICompatible:
             or not isinstance(request.body.get("model"), str)
             or raw.count(b'"model"') != 1
             or b"\\u" in raw
-            or any(name in request.body for name in OPENROUTER_ONLY_FIELDS)
+            or not _OPENROUTER_ONLY.isdisjoint(request.body)
         ):
             return None
         found = _MODEL_VALUE.search(raw)
@@ -118,8 +119,8 @@ class OpenAICompatible:
     def check_body(self, route: str, body: bytes) -> tuple[Failure | None, dict[str, Any] | None]:
         """Check a 200 body: a failure if it is not a usable answer, else its usage."""
         try:
-            data = json.loads(body)
-        except (ValueError, RecursionError):
+            data = json.loads(body.decode("utf-8"))  # JSON between systems is UTF-8 (RFC 8259)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
             return Failure(FailureKind.BAD_RESPONSE, 200, "The upstream answer was not JSON.",
                            "bad_response"), None
         if not isinstance(data, dict):

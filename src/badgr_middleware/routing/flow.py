@@ -123,7 +123,7 @@ class Sleep:
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen ones cost 5x to build
 class Attempt:
     """Send the request to ``target``; if ``hedge`` is set and ``target`` has not produced
     its first byte after ``hedge_after`` seconds, also send it to ``hedge`` and keep the
@@ -151,7 +151,7 @@ class Admit:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen ones cost 5x to build
 class Record:
     keys: tuple[str, ...]
     ok: bool
@@ -170,7 +170,7 @@ class Interrupted:
     sent_tokens: int  # an estimate of all the completion tokens the client already has
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen ones cost 5x to build
 class Respond:
     target: Target
     attempts: int

@@ -47,7 +47,7 @@ class Failure:
     param: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request, and frozen ones cost 5x to build
 class Delivered:
     """What the driver reports once the response has been handed to the client."""
 

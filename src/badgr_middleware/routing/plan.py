@@ -43,10 +43,11 @@ class Target:
     # Config.prices, else pricing.DEFAULT_PRICES, by model name. Derived from the model, so
     # it takes no part in equality or hashing: a target is its provider and model.
     price: Price | None = field(default=None, compare=False)
+    # "provider/model": the target's name in the health store, signals and headers
+    key: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def key(self) -> str:
-        return f"{self.provider}/{self.model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.provider}/{self.model}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +83,34 @@ class RoutedRequest:
     raw: bytes = b""  # the body exactly as the client sent it; empty once ``body`` changed
 
 
-def resolve_plan(body: Mapping[str, Any], config: Config) -> Plan:
-    """Turn ``model`` / ``models`` / ``route`` / ``provider`` into a :class:`Plan`."""
+# Body fields that make a plan depend on more than the model name.
+_PER_REQUEST_FIELDS = frozenset({"models", "route", "provider"})
+# Model names whose plans one cache keeps (a client may send any number of names).
+PLAN_CACHE_SIZE = 1024
+
+
+def resolve_plan(
+    body: Mapping[str, Any], config: Config, cache: dict[str, Plan] | None = None
+) -> Plan:
+    """Turn ``model`` / ``models`` / ``route`` / ``provider`` into a :class:`Plan`.
+
+    ``cache`` (kept by the caller for one config) holds the plans of requests that name
+    only a ``model``: a plan depends on nothing else, so it is resolved once per name.
+    """
+    if cache is None or not isinstance(body.get("model"), str) or (
+        not _PER_REQUEST_FIELDS.isdisjoint(body)
+    ):
+        return _resolve(body, config)
+    model: str = body["model"]
+    plan = cache.get(model)
+    if plan is None:
+        plan = _resolve(body, config)
+        if len(cache) < PLAN_CACHE_SIZE:
+            cache[model] = plan
+    return plan
+
+
+def _resolve(body: Mapping[str, Any], config: Config) -> Plan:
     names = _model_names(body)
     route = body.get("route")
     if route is not None and route != "fallback":
