@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 
+from ..alarms import alarm_at
 from ..messages import HttpResponse
 from ..providers.base import StreamTranslator
 from ..providers.common import UnsupportedRequest
@@ -238,35 +239,45 @@ class AsyncDriver(DriverBase):
         handed_over = False
         start = asyncio.get_running_loop().time()
         first_byte_limit = min(t.first_byte, time_left, first_byte or time_left)
+        task = asyncio.current_task()
+        assert task is not None  # an attempt always runs in a task
+        # one coarse alarm (alarms.py): the first-byte limit, moved out to the deadline once
+        # the answer began
+        limit = alarm_at(start + first_byte_limit, task.cancel)
         try:
-            # one timer: the first-byte limit, moved out to the deadline once the answer began
-            async with asyncio.timeout_at(start + first_byte_limit) as limit:
-                response = await self.session(target.provider).request(
-                    upstream.method, upstream.url, data=upstream.content,
-                    headers=upstream.headers, timeout=timeout, allow_redirects=False,
-                )
-                if not 200 <= response.status < 300:
-                    body = await response.content.read(ERROR_BODY_LIMIT)
-                    return wire.classify_error(response.status, response.headers, body,
-                                               self.clock())
-                low_until = self.quota_low_until(response.headers, self.clock())
-                if low_until is not None:
-                    await self.store.acooldown(target.key, low_until, FailureKind.QUOTA_LOW)
-                if request.stream:
-                    opened = await self._first_event(wire.stream(request, target), response)
-                    handed_over = isinstance(opened, Opened)
-                    return opened
-                if first_byte_limit < time_left:
-                    limit.reschedule(start + time_left)
-                body = await response.read()
-                failure, usage = wire.check_body(request.route, body)
-                if failure is not None:
-                    return failure
-                body = wire.response_body(request, target, body)
-                return Opened(response, body=body, usage=usage)
+            response = await self.session(target.provider).request(
+                upstream.method, upstream.url, data=upstream.content,
+                headers=upstream.headers, timeout=timeout, allow_redirects=False,
+            )
+            if not 200 <= response.status < 300:
+                body = await response.content.read(ERROR_BODY_LIMIT)
+                return wire.classify_error(response.status, response.headers, body,
+                                           self.clock())
+            low_until = self.quota_low_until(response.headers, self.clock())
+            if low_until is not None:
+                await self.store.acooldown(target.key, low_until, FailureKind.QUOTA_LOW)
+            if request.stream:
+                opened = await self._first_event(wire.stream(request, target), response)
+                handed_over = isinstance(opened, Opened)
+                return opened
+            if first_byte_limit < time_left and not response.content.is_eof():
+                limit.cancel()
+                limit = alarm_at(start + time_left, task.cancel)
+            body = await response.read()
+            failure, usage = wire.check_body(request.route, body)
+            if failure is not None:
+                return failure
+            body = wire.response_body(request, target, body)
+            return Opened(response, body=body, usage=usage)
+        except asyncio.CancelledError:
+            if not limit.fired or task.uncancel() > 0:
+                raise  # not (only) the limit: the request itself is being cancelled
+            return transport_failure(TimeoutError(), answered=response is not None,
+                                     stream=request.stream)
         except TRANSPORT_ERRORS as exc:
             return transport_failure(exc, answered=response is not None, stream=request.stream)
         finally:
+            limit.cancel()
             if response is not None and not handed_over:
                 _done_with(response)
 

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ..alarms import alarm_at
 from ..engine import ConfigSource, Engine
 from ..errors import ApiError
 from ..messages import HttpRequest, HttpResponse
@@ -157,7 +158,7 @@ class _DisconnectWatch:
         self.active = True
         self.fired = False
         self._watcher: asyncio.Future[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER, self._start)
+        self._timer = alarm_at(asyncio.get_running_loop().time() + WATCH_AFTER, self._start)
 
     def _start(self) -> None:
         if self.active:
