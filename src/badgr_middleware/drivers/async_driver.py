@@ -97,27 +97,24 @@ class AsyncDriver(DriverBase):
             await session.close()
 
     async def execute(self, request: RoutedRequest) -> HttpResponse:
-        snapshot = await self.store.asnapshot(self.health_keys(request), self.clock())
-        flow = self.flow(request, snapshot)
+        flow = self.flow(request, await self.store.asnapshot(self.health_keys(request),
+                                                             self.clock()))
         try:
-            return await self._execute(request, flow)
+            advanced = await self._advance(request, flow, next(flow))
+            if isinstance(advanced, Fail):
+                return self.failure_response(request, advanced.error, advanced.attempts)
+            respond, opened = advanced
+            if not request.stream:
+                response = self.success(request, respond, opened)
+                await self.finish(flow, Delivered(opened.usage))
+                return response
+            relay = self._relay(request, respond, opened, flow)
+            await relay.__anext__()  # started: closing it now closes the upstream
+            return self.streaming(request, respond, opened, relay)
         except asyncio.CancelledError:
             if flow.gi_frame is not None:  # not yet finished: the response never began
                 await self.abandon(flow)
             raise
-
-    async def _execute(self, request: RoutedRequest, flow: FlowGenerator) -> HttpResponse:
-        advanced = await self._advance(request, flow, next(flow))
-        if isinstance(advanced, Fail):
-            return self.failure_response(request, advanced.error, advanced.attempts)
-        respond, opened = advanced
-        if not request.stream:
-            response = self.success(request, respond, opened)
-            await self.finish(flow, Delivered(opened.usage))
-            return response
-        relay = self._relay(request, respond, opened, flow)
-        await relay.__anext__()  # started: closing it now closes the upstream
-        return self.streaming(request, respond, opened, relay)
 
     async def _advance(
         self, request: RoutedRequest, flow: FlowGenerator, action: Any, resume: str = ""

@@ -71,6 +71,9 @@ _CIRCUIT_SIGNALS = {
 }
 
 
+_NO_KEYS: frozenset[str] = frozenset()
+
+
 def split_snapshot(
     snapshot: Mapping[str, KeyHealth], now: float
 ) -> tuple[dict[str, Unavailable], frozenset[str], dict[str, LatencyStats], frozenset[str]]:
@@ -97,7 +100,8 @@ def split_snapshot(
             half_open.add(key)
         if health.latency is not None:
             latency[key] = health.latency
-    return unavailable, frozenset(half_open), latency, frozenset(low_quota)
+    return (unavailable, frozenset(half_open) if half_open else _NO_KEYS, latency,
+            frozenset(low_quota) if low_quota else _NO_KEYS)
 
 
 def transport_failure(exc: BaseException, *, answered: bool, stream: bool) -> Failure:
@@ -227,7 +231,7 @@ class DriverBase:
         self.rng = rng or random.Random()
         # providers to try last (their official status page reports a major outage); the
         # engine replaces this with its status poller's view, read without any I/O
-        self.deprioritised: Callable[[], frozenset[str]] = frozenset
+        self.deprioritised: Callable[[], frozenset[str]] = lambda: _NO_KEYS
 
     @staticmethod
     def health_keys(request: RoutedRequest) -> list[str]:
@@ -254,6 +258,7 @@ class DriverBase:
             latency=latency,
             low_quota=low_quota,
             deprioritised=self.deprioritised(),
+            listening=signals.has_receivers,
             clock=self.clock,
             rng=self.rng,
         ).run()

@@ -126,7 +126,12 @@ async def serve(
     assert task is not None  # an ASGI app always runs in a task
     watch = _DisconnectWatch(receive, task)
     try:
-        await _respond(engine, request, send, watch)
+        response = await engine.handle_async(request)
+        if response.stream is None:
+            await _send_response(send, response, head=request.method == "HEAD")
+            watch.active = False
+        else:
+            await _send_stream(send, response, watch)
     except asyncio.CancelledError:
         # the watch cancelled us: the client left, so the upstream is closed and we are done
         if not watch.fired or task.uncancel() > 0:
@@ -184,15 +189,8 @@ class _DisconnectWatch:
         # of a cancellation.
 
 
-async def _respond(
-    engine: Engine, request: HttpRequest, send: Send, watch: _DisconnectWatch
-) -> None:
-    response = await engine.handle_async(request)
+async def _send_stream(send: Send, response: HttpResponse, watch: _DisconnectWatch) -> None:
     stream = response.stream
-    if stream is None:
-        await _send_response(send, response, head=request.method == "HEAD")
-        watch.active = False
-        return
     try:
         await send(_start(response))
         await send({"type": "http.response.body", "body": response.body, "more_body": True})

@@ -365,7 +365,7 @@ class Flow:
             if target is not None:
                 if not self._affordable(target):
                     continue
-                if (yield from self._admitted(target)):
+                if not self.half_open or (yield from self._admitted(target)):
                     return target
                 continue
             if self.retryable:
