@@ -50,9 +50,9 @@ class SSEScanner:
         self._skip_lf = False
         self._started = False
 
-    def feed_simple(self, chunk: bytes) -> tuple[bytes, list[SSEEvent] | None]:
-        """:meth:`feed`, except that the events come back as ``None`` when every complete
-        event starts with a ``data: `` line and every line ends in ``\\n`` (what
+    def feed_simple(self, chunk: bytes) -> tuple[bytes, list[SSEEvent] | int]:
+        """:meth:`feed`, except that only the number of events comes back when every
+        complete event starts with a ``data: `` line and every line ends in ``\\n`` (what
         OpenAI-compatible servers send): the caller can then read the returned bytes with a
         few C-level searches instead of event by event."""
         if not self._started and chunk[:1] not in (b"", _BOM[:1]) and not self._buf:
@@ -66,11 +66,10 @@ class SSEScanner:
                 out = buf[:end]
                 # as many events as events that start with `data: ` (none is only a comment
                 # or an `event:`; a multi-line event counts once, as it should)
-                if out.count(b"\n\n") == (
-                    out.startswith(b"data: ") + out.count(b"\n\ndata: ")
-                ):
+                events = out.count(b"\n\n")
+                if events == out.startswith(b"data: ") + out.count(b"\n\ndata: "):
                     self._buf = buf[end:]
-                    return out, None
+                    return out, events
             return self.feed(chunk)
         return self.feed(chunk)
 

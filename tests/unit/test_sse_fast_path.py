@@ -39,7 +39,7 @@ class SlowScanner(SSEScanner):
 
     _fast = False
 
-    def feed_simple(self, chunk: bytes) -> tuple[bytes, list[SSEEvent] | None]:
+    def feed_simple(self, chunk: bytes) -> tuple[bytes, list[SSEEvent] | int]:
         return self.feed(chunk)
 
 

@@ -172,14 +172,15 @@ class OpenAIStream:
 
     def feed(self, chunk: bytes) -> bytes:
         out, parsed = self._scanner.feed_simple(chunk)
-        if parsed is None:  # only one-line `data: ` events
+        if isinstance(parsed, int):  # ``parsed`` events, each starting with a `data: ` line
+            done = out.startswith(b"data: [DONE]") + out.count(b"\n\ndata: [DONE]")
             if (
                 b"error" not in out and b'"usage"' not in out
                 # every event a JSON object or [DONE]: else find the malformed one below
                 # (counted at event starts: JSON strings cannot hold a raw blank line)
-                and _object_or_done_events(out) >= out.count(b"\n\n")
+                and done + out.startswith(b"data: {") + out.count(b"\n\ndata: {") >= parsed
             ):
-                self._feed_plain(out)
+                self._feed_plain(out, parsed, done)
                 return out
             parsed = SSEScanner().feed(out)[1]  # whole events: read them one by one
         events = parsed
@@ -224,10 +225,9 @@ class OpenAIStream:
             self.started = True
         return out
 
-    def _feed_plain(self, out: bytes) -> None:
-        """:meth:`feed` for whole one-line ``data: `` events with no error and no usage."""
-        events = out.count(b"\n\n")
-        done = out.startswith(b"data: [DONE]") + out.count(b"\n\ndata: [DONE]")
+    def _feed_plain(self, out: bytes, events: int, done: int) -> None:
+        """:meth:`feed` for ``events`` whole ``data: `` events, ``done`` of them ``[DONE]``,
+        with no error and no usage."""
         if done:
             self.finished = True
         if done < events:
@@ -272,12 +272,6 @@ class OpenAIStream:
             return
         if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
             self.usage = obj["usage"]
-
-
-def _object_or_done_events(out: bytes) -> int:
-    """How many of the whole events in ``out`` start ``data: {`` or ``data: [DONE]``."""
-    starts = out.count(b"\n\ndata: {") + out.count(b"\n\ndata: [DONE]")
-    return starts + (out.startswith(b"data: {") or out.startswith(b"data: [DONE]"))
 
 
 def _error_object(body: bytes, parsed: Any = None) -> dict[str, Any]:
