@@ -69,7 +69,10 @@ class MemoryHealthStore:
         changes: list[CircuitChanged] = []
         with self._lock:
             for key in dict.fromkeys(keys):  # statistics count a result once per key
-                self._stats.setdefault(key, _Stats()).add(ok, now, kind, status)
+                counted = self._stats.get(key)
+                if counted is None:
+                    counted = self._stats[key] = _Stats()
+                counted.add(ok, now, kind, status)
             for key in keys:
                 state = self._breakers.get(key, breaker.FRESH)
                 state, transition = breaker.record(state, ok, now, self.policy)

@@ -8,6 +8,7 @@ as ``: OPENROUTER PROCESSING`` are kept.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -92,8 +93,7 @@ class OpenAICompatible:
         found = _MODEL_VALUE.search(raw)
         if found is None:
             return None
-        value = json.dumps(target.model, ensure_ascii=False).encode()
-        return b"".join((raw[: found.start(1)], value, raw[found.end(1):]))
+        return b"".join((raw[: found.start(1)], _json_string(target.model), raw[found.end(1):]))
 
     def scrub(self, text: str) -> str:
         """Remove this provider's key from text an upstream wrote (some echo it back)."""
@@ -272,6 +272,11 @@ class OpenAIStream:
             return
         if isinstance(obj, dict) and isinstance(obj.get("usage"), dict):
             self.usage = obj["usage"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_string(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode()
 
 
 def _error_object(body: bytes, parsed: Any = None) -> dict[str, Any]:
