@@ -109,7 +109,7 @@ class Engine:
             if page is not None:
                 return page
             principal = self._authenticate(route, request)
-            if inspect.isawaitable(principal):
+            if not isinstance(principal, str) and inspect.isawaitable(principal):
                 principal = await principal
             self.endpoint.check_principal(principal, request)
             if route == "status":

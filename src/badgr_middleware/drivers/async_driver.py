@@ -63,12 +63,20 @@ class AsyncDriver(DriverBase):
             asyncio.AbstractEventLoop, dict[str, aiohttp.ClientSession]
         ] = weakref.WeakKeyDictionary()
         self._timeouts: tuple[Any, aiohttp.ClientTimeout] | None = None
+        # the sessions of the loop that served the last request (most servers run one loop)
+        self._last_sessions: tuple[weakref.ref[asyncio.AbstractEventLoop],
+                                   dict[str, aiohttp.ClientSession]] | None = None
 
     def session(self, provider: str) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        sessions = self._sessions.get(loop)
-        if sessions is None:
-            sessions = self._sessions[loop] = {}
+        last = self._last_sessions
+        if last is not None and last[0]() is loop:
+            sessions = last[1]
+        else:  # another loop than the last request's: look it up
+            sessions = self._sessions.get(loop)
+            if sessions is None:
+                sessions = self._sessions[loop] = {}
+            self._last_sessions = (weakref.ref(loop), sessions)
         session = sessions.get(provider)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=30)
@@ -93,11 +101,12 @@ class AsyncDriver(DriverBase):
     async def aclose(self) -> None:
         """Close the sessions of the running loop (the ASGI lifespan shutdown calls this)."""
         sessions = self._sessions.pop(asyncio.get_running_loop(), {})
+        self._last_sessions = None
         for session in sessions.values():
             await session.close()
 
     async def execute(self, request: RoutedRequest) -> HttpResponse:
-        flow = self.flow(request, await self.store.asnapshot(self.health_keys(request),
+        flow = self.flow(request, await self.store.asnapshot(request.plan.health_keys,
                                                              self.clock()))
         try:
             advanced = await self._advance(request, flow, next(flow))

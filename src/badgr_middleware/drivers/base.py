@@ -233,15 +233,6 @@ class DriverBase:
         # engine replaces this with its status poller's view, read without any I/O
         self.deprioritised: Callable[[], frozenset[str]] = lambda: _NO_KEYS
 
-    @staticmethod
-    def health_keys(request: RoutedRequest) -> list[str]:
-        """Every key whose health the request's plan depends on: targets and providers."""
-        keys: dict[str, None] = {}
-        for target in request.plan.targets:
-            keys[target.key] = None
-            keys[target.provider] = None
-        return list(keys)
-
     def flow(self, request: RoutedRequest, snapshot: Mapping[str, KeyHealth]) -> FlowGenerator:
         cfg = self.config
         unavailable, half_open, latency, low_quota = split_snapshot(snapshot, self.clock())

@@ -73,7 +73,7 @@ class SyncDriver(DriverBase):
             client.close()
 
     def execute(self, request: RoutedRequest) -> HttpResponse:
-        snapshot = self.store.snapshot(self.health_keys(request), self.clock())
+        snapshot = self.store.snapshot(request.plan.health_keys, self.clock())
         flow = self.flow(request, snapshot)
         advanced = self._advance(request, flow, next(flow))
         if isinstance(advanced, Fail):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from ..alarms import alarm_at
@@ -109,10 +109,7 @@ async def serve(
     engine: Engine, scope: Scope, receive: Receive, send: Send, path: str, prefix: str = ""
 ) -> None:
     """Serve one HTTP scope whose path relative to the mount ``prefix`` is ``path``."""
-    headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", ()):
-        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    headers = _headers(scope.get("headers", ()))
     body = await _read_body(receive, headers, engine.config.max_body_bytes)
     if body is None:  # the client left while sending
         return
@@ -140,6 +137,18 @@ async def serve(
         pass
     finally:
         watch.stop()
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The request's headers by lower-cased name; a repeated one's values joined by ", "."""
+    pairs = raw if isinstance(raw, list) else list(raw)
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in pairs}
+    if len(headers) < len(pairs):  # a name came more than once
+        headers = {}
+        for raw_name, raw_value in pairs:
+            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 class _DisconnectWatch:
@@ -218,9 +227,9 @@ async def _read_body(
         size += len(chunk)
         if size > limit:
             return body_too_large(limit)
-        parts.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(parts)
+            return b"".join((*parts, chunk)) if parts else chunk
+        parts.append(chunk)
 
 
 def _start(response: HttpResponse) -> Message:

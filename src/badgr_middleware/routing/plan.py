@@ -60,6 +60,12 @@ class Plan:
     max_price_ratio: float | None = None
     max_cost: float | None = None
     resume: ResumePolicy | None = None
+    # every key whose health the plan depends on: its targets' and their providers'
+    health_keys: tuple[str, ...] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        keys = dict.fromkeys(k for t in self.targets for k in (t.key, t.provider))
+        object.__setattr__(self, "health_keys", tuple(keys))
 
 
 @dataclass(slots=True)
