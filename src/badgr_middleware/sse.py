@@ -51,10 +51,11 @@ class SSEScanner:
         self._started = False
 
     def feed_simple(self, chunk: bytes) -> tuple[bytes, list[SSEEvent] | int]:
-        """:meth:`feed`, except that only the number of events comes back when every
-        complete event starts with a ``data: `` line and every line ends in ``\\n`` (what
-        OpenAI-compatible servers send): the caller can then read the returned bytes with a
-        few C-level searches instead of event by event."""
+        """:meth:`feed`, except that only the number of complete events comes back when
+        every line ends in ``\\n`` and events are separated by exactly one blank line (what
+        OpenAI-compatible servers send). The events are then not read: the caller checks with
+        a few C-level searches that each is one it can read so (``data: {``, say), and else
+        reads them with :meth:`feed` of a new scanner."""
         if not self._started and chunk[:1] not in (b"", _BOM[:1]) and not self._buf:
             self._started = True  # no byte-order mark to strip
         if self._started and self._scan == 0 and not self._skip_lf and not self._data and (
@@ -63,13 +64,9 @@ class SSEScanner:
             buf = self._buf + chunk if self._buf else chunk
             end = buf.rfind(b"\n\n") + 2
             if end > 1 and buf.find(b"\r") < 0 and buf.find(b"\n\n\n") < 0:
+                self._buf = buf[end:]
                 out = buf[:end]
-                # as many events as events that start with `data: ` (none is only a comment
-                # or an `event:`; a multi-line event counts once, as it should)
-                events = out.count(b"\n\n")
-                if events == out.startswith(b"data: ") + out.count(b"\n\ndata: "):
-                    self._buf = buf[end:]
-                    return out, events
+                return out, out.count(b"\n\n")
             return self.feed(chunk)
         return self.feed(chunk)
 

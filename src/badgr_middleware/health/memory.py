@@ -48,7 +48,11 @@ class MemoryHealthStore:
                 if counted is not None and now >= counted.written + STATS_TTL:
                     del self._stats[key]
                     counted = None
-                if cooldown is None and state is None and latency is None and counted is None:
+                if cooldown is None and counted is None and (
+                    state is None or state.state == breaker.CLOSED
+                ):  # the common case: a closed breaker and no cooldown
+                    if state is not None or latency is not None:
+                        out[key] = KeyHealth(None, None, breaker.CLOSED, None, latency)
                     continue
                 health = KeyHealth(
                     cooldown[0] if cooldown else None,

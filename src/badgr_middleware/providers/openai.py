@@ -172,7 +172,7 @@ class OpenAIStream:
 
     def feed(self, chunk: bytes) -> bytes:
         out, parsed = self._scanner.feed_simple(chunk)
-        if isinstance(parsed, int):  # ``parsed`` events, each starting with a `data: ` line
+        if isinstance(parsed, int):  # ``parsed`` whole events, not yet read
             done = out.startswith(b"data: [DONE]") + out.count(b"\n\ndata: [DONE]")
             if (
                 b"error" not in out and b'"usage"' not in out
