@@ -198,11 +198,6 @@ class RequestFailed:
     attempts_detail: tuple[AttemptRecord, ...] = ()
 
 
-def has_receivers(signal: Signal) -> bool:
-    """Whether anything listens to ``signal`` (so its payload is worth building)."""
-    return bool(signal.receivers)
-
-
 def emit(signal: Signal, sender: Any, event: object) -> None:
     """Send ``event`` to every receiver of ``signal``; a receiver's exception is only logged.
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from blinker import Signal
 
 from .. import signals
 from ..errors import ApiError
@@ -72,6 +73,11 @@ _CIRCUIT_SIGNALS = {
 
 
 _NO_KEYS: frozenset[str] = frozenset()
+
+
+def _has_receivers(signal: Signal) -> bool:
+    """Whether anything listens to ``signal`` (so its payload is worth building)."""
+    return bool(signal.receivers)
 
 
 def split_snapshot(
@@ -249,7 +255,7 @@ class DriverBase:
             latency=latency,
             low_quota=low_quota,
             deprioritised=self.deprioritised(),
-            listening=signals.has_receivers,
+            listening=_has_receivers,
             clock=self.clock,
             rng=self.rng,
         ).run()
