@@ -141,3 +141,49 @@ def test_payloads_carry_no_content_or_keys(payload: type) -> None:
     names = {f.name for f in dataclasses.fields(payload)}
     assert not names & {"messages", "body", "content", "prompt", "api_key", "key_value",
                         "authorization", "headers"}
+
+
+# -- the start and finish payloads are built only when somebody listens -------------------------
+
+
+def _actions_of_a_plain_success(receiver: Any = None) -> list[str]:
+    """The action types a driver's flow yields for one request answered at once."""
+    from badgr_middleware.engine import Engine
+    from badgr_middleware.messages import HttpRequest
+    from badgr_middleware.routing.outcomes import Delivered
+
+    engine = Engine({"providers": {"up": {"kind": "openai", "base_url": "http://127.0.0.1:9/v1"}},
+                     "models": {"m": ["up/m"]}, "allow_anonymous": True})
+    request = HttpRequest("POST", "/chat/completions", {"content-type": "application/json"},
+                          b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+    routed = engine.endpoint.parse(request, "chat/completions", "req_1")
+    flow = engine.async_driver.flow(routed, {})
+    kinds = []
+    action = next(flow)
+    try:
+        while True:
+            kinds.append(type(action).__name__)
+            if kinds[-1] == "Emit":
+                kinds[-1] = f"Emit:{action.signal.name}"
+            action = flow.send(Delivered(None) if kinds[-1] == "Respond" else None)
+    except StopIteration:
+        return kinds
+
+
+def test_nobody_listening_means_no_start_or_finish_payload_is_built() -> None:
+    assert not signals.request_started.receivers and not signals.request_finished.receivers
+    assert _actions_of_a_plain_success() == ["Attempt", "Respond", "Record"]
+
+
+def test_a_receiver_gets_the_start_and_finish_events() -> None:
+    def receiver(sender: Any, event: object) -> None:
+        pass
+
+    signals.request_started.connect(receiver, weak=False)
+    signals.request_finished.connect(receiver, weak=False)
+    try:
+        assert _actions_of_a_plain_success() == [
+            "Emit:request_started", "Attempt", "Respond", "Record", "Emit:request_finished"]
+    finally:
+        signals.request_started.disconnect(receiver)
+        signals.request_finished.disconnect(receiver)
