@@ -191,6 +191,13 @@ FlowGenerator = Generator[Action, Any, None]
 class Flow:
     """Decides, attempt by attempt, where one request goes next."""
 
+    __slots__ = (
+        "_prompt_tokens", "attempts", "budget", "clock", "cooldowns", "deprioritised",
+        "failures", "half_open", "latency", "listening", "low_quota", "min_context", "queue",
+        "records", "refused", "request", "resumed_from", "retry", "retryable", "rng",
+        "sent_tokens", "skipped", "tries", "unavailable", "waited", "waits",
+    )
+
     def __init__(
         self,
         request: RoutedRequest,
@@ -272,7 +279,11 @@ class Flow:
             self.queue = [t for t in self.queue if self._within_ratio(t)]
         previous: Target | None = None
         while True:
-            target = yield from self._choose(deadline)
+            target = None
+            if not self.half_open and req.max_cost is None:  # _choose's first step, inline
+                target = self._next_target(self.queue, self.min_context)
+            if target is None:
+                target = yield from self._choose(deadline)
             if target is None:
                 yield from self._give_up(started, deadline_hit=False)
                 return
