@@ -31,7 +31,7 @@ class Alarm:
     def __init__(self, clock: _AlarmClock, index: int, callback: Callable[[], object]) -> None:
         self._clock: _AlarmClock | None = clock
         self._index = index
-        self.callback = callback
+        self.callback: Callable[[], object] | None = callback
         self.fired = False  # the callback has run
 
     def cancel(self) -> None:
@@ -39,6 +39,9 @@ class Alarm:
         clock = self._clock
         if clock is not None:
             self._clock = None
+            # let go of the callback, as asyncio's handles do: it often holds the owner of
+            # the alarm, and the cycle would otherwise wait for the garbage collector
+            self.callback = None
             clock.remove(self, self._index)
 
 
@@ -86,8 +89,9 @@ class _AlarmClock:
                     continue
                 alarm._clock = None
                 alarm.fired = True
+                callback, alarm.callback = alarm.callback, None
                 try:
-                    alarm.callback()
+                    callback()  # type: ignore[misc]
                 except Exception as exc:  # one callback's bug must not stop the others
                     self._loop.call_exception_handler(
                         {"message": "badgr alarm callback failed", "exception": exc})

@@ -164,3 +164,37 @@ def test_each_event_loop_has_its_own_alarms() -> None:
 def test_alarm_at_needs_a_running_loop() -> None:
     with pytest.raises(RuntimeError):
         alarm_at(0.0, lambda: None)
+
+
+class _Owner:
+    """Holds its alarm, whose callback is the owner's own method: a reference cycle."""
+
+    def __init__(self, when: float) -> None:
+        self.alarm = alarm_at(when, self.ring)
+
+    def ring(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("ending", ["cancelled", "fired"])
+def test_an_alarm_lets_go_of_its_callback_so_no_cycle_waits_for_the_gc(ending: str) -> None:
+    import gc
+    import weakref
+
+    async def main() -> bool:
+        loop = asyncio.get_running_loop()
+        owner = _Owner(loop.time())
+        if ending == "cancelled":
+            owner.alarm.cancel()
+        else:
+            await asyncio.sleep(3 * GRAIN)
+            assert owner.alarm.fired
+        gone = weakref.ref(owner)
+        del owner
+        return gone() is None  # freed by reference counting alone
+
+    gc.disable()
+    try:
+        assert run(main())
+    finally:
+        gc.enable()
