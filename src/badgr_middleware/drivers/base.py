@@ -86,13 +86,17 @@ def split_snapshot(
     """What the flow needs from a health snapshot: who is out until when, which breakers
     need a probe admitted first, latency statistics, and who is low on quota."""
     unavailable: dict[str, Unavailable] = {}
-    half_open: set[str] = set()
     latency: dict[str, LatencyStats] = {}
-    low_quota: set[str] = set()
+    half_open: list[str] = []
+    low_quota: list[str] = []
     for key, health in snapshot.items():
+        if health.latency is not None:
+            latency[key] = health.latency
+        if health.cooldown_until is None and health.breaker == "closed":
+            continue  # healthy: the common case
         if health.cooldown_until is not None and health.cooldown_until > now:
             if health.cooldown_kind == FailureKind.QUOTA_LOW:
-                low_quota.add(key)  # still served, but last
+                low_quota.append(key)  # still served, but last
             else:
                 unavailable[key] = Unavailable(health.cooldown_until,
                                                FailureKind(health.cooldown_kind))
@@ -103,9 +107,7 @@ def split_snapshot(
             if current is None or current.until < health.open_until:
                 unavailable[key] = Unavailable(health.open_until, FailureKind.CIRCUIT_OPEN)
         elif health.breaker != "closed":
-            half_open.add(key)
-        if health.latency is not None:
-            latency[key] = health.latency
+            half_open.append(key)
     return (unavailable, frozenset(half_open) if half_open else _NO_KEYS, latency,
             frozenset(low_quota) if low_quota else _NO_KEYS)
 
