@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from blinker import Signal
+from blinker import NamedSignal, Signal
 
 from badgr_middleware import signals
 
@@ -170,20 +170,29 @@ def _actions_of_a_plain_success(receiver: Any = None) -> list[str]:
         return kinds
 
 
-def test_nobody_listening_means_no_start_or_finish_payload_is_built() -> None:
-    assert not signals.request_started.receivers and not signals.request_finished.receivers
+@pytest.fixture
+def fresh_signals(monkeypatch: pytest.MonkeyPatch) -> tuple[Signal, Signal]:
+    """request_started/request_finished without the receivers other tests' imports connect
+    (the Django app forwards every signal)."""
+    started, finished = NamedSignal("request_started"), NamedSignal("request_finished")
+    monkeypatch.setattr(signals, "request_started", started)
+    monkeypatch.setattr(signals, "request_finished", finished)
+    return started, finished
+
+
+def test_nobody_listening_means_no_start_or_finish_payload_is_built(
+    fresh_signals: tuple[Signal, Signal],
+) -> None:
     assert _actions_of_a_plain_success() == ["Attempt", "Respond", "Record"]
 
 
-def test_a_receiver_gets_the_start_and_finish_events() -> None:
+def test_a_receiver_gets_the_start_and_finish_events(
+    fresh_signals: tuple[Signal, Signal],
+) -> None:
     def receiver(sender: Any, event: object) -> None:
         pass
 
-    signals.request_started.connect(receiver, weak=False)
-    signals.request_finished.connect(receiver, weak=False)
-    try:
-        assert _actions_of_a_plain_success() == [
-            "Emit:request_started", "Attempt", "Respond", "Record", "Emit:request_finished"]
-    finally:
-        signals.request_started.disconnect(receiver)
-        signals.request_finished.disconnect(receiver)
+    for signal in fresh_signals:
+        signal.connect(receiver, weak=False)
+    assert _actions_of_a_plain_success() == [
+        "Emit:request_started", "Attempt", "Respond", "Record", "Emit:request_finished"]
