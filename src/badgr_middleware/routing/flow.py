@@ -279,11 +279,7 @@ class Flow:
             self.queue = [t for t in self.queue if self._within_ratio(t)]
         previous: Target | None = None
         while True:
-            target = None
-            if not self.half_open and req.max_cost is None:  # _choose's first step, inline
-                target = self._next_target(self.queue, self.min_context)
-            if target is None:
-                target = yield from self._choose(deadline)
+            target = yield from self._choose(deadline)
             if target is None:
                 yield from self._give_up(started, deadline_hit=False)
                 return
