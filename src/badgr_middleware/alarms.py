@@ -15,8 +15,9 @@ pending.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import Callable
+
+from .loop_local import LoopLocal
 
 __all__ = ["GRAIN", "Alarm", "alarm_at"]
 
@@ -46,19 +47,20 @@ class Alarm:
 
 
 class _AlarmClock:
-    """The alarms of one event loop."""
+    """The alarms of one event loop. It holds no reference to its loop while nothing is
+    pending (only the scheduled tick does), so the loop and its clock go away together."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
         self._buckets: dict[int, dict[Alarm, None]] = {}
         self._done = 0  # every bucket up to this index has run
         self._ticking = False
 
-    def at(self, when: float, callback: Callable[[], object]) -> Alarm:
+    def at(self, loop: asyncio.AbstractEventLoop, when: float,
+           callback: Callable[[], object]) -> Alarm:
         if not self._ticking:  # nothing is pending: start ticking from now
             self._ticking = True
-            self._done = max(self._done, int(self._loop.time() / GRAIN))
-            self._loop.call_at((self._done + 1) * GRAIN, self._tick)
+            self._done = max(self._done, int(loop.time() / GRAIN))
+            loop.call_at((self._done + 1) * GRAIN, self._tick, loop)
         # the first bucket that starts after ``when``, and never one that has already run
         index = max(int(when / GRAIN) + 1, self._done + 1)
         alarm = Alarm(self, index, callback)
@@ -76,8 +78,8 @@ class _AlarmClock:
             if not bucket:
                 del self._buckets[index]
 
-    def _tick(self) -> None:
-        now = int(self._loop.time() / GRAIN)
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = int(loop.time() / GRAIN)
         buckets = self._buckets
         while self._done < now:
             self._done += 1  # first: an alarm a callback arms goes to a later bucket
@@ -93,30 +95,17 @@ class _AlarmClock:
                 try:
                     callback()  # type: ignore[misc]
                 except Exception as exc:  # one callback's bug must not stop the others
-                    self._loop.call_exception_handler(
+                    loop.call_exception_handler(
                         {"message": "badgr alarm callback failed", "exception": exc})
         if buckets:
-            self._loop.call_at((self._done + 1) * GRAIN, self._tick)
+            loop.call_at((self._done + 1) * GRAIN, self._tick, loop)
         else:
             self._ticking = False
 
 
-_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AlarmClock] = (
-    weakref.WeakKeyDictionary()
-)
-_last: tuple[weakref.ref[asyncio.AbstractEventLoop], _AlarmClock] | None = None
+_clocks = LoopLocal(_AlarmClock)
 
 
 def alarm_at(when: float, callback: Callable[[], object]) -> Alarm:
     """Run ``callback`` on the running loop at loop time ``when`` (up to ``GRAIN`` later)."""
-    global _last
-    loop = asyncio.get_running_loop()
-    last = _last
-    if last is not None and last[0]() is loop:
-        clock = last[1]
-    else:
-        clock = _clocks.get(loop)
-        if clock is None:
-            clock = _clocks[loop] = _AlarmClock(loop)
-        _last = (weakref.ref(loop), clock)
-    return clock.at(when, callback)
+    return _clocks.get().at(asyncio.get_running_loop(), when, callback)

@@ -16,7 +16,7 @@ def run(coro):  # type: ignore[no-untyped-def]
 
 
 def _clock() -> alarms._AlarmClock:
-    return alarms._clocks[asyncio.get_running_loop()]
+    return alarms._clocks.get()
 
 
 def test_an_alarm_runs_after_its_time_and_at_most_about_a_grain_later() -> None:
@@ -198,3 +198,22 @@ def test_an_alarm_lets_go_of_its_callback_so_no_cycle_waits_for_the_gc(ending: s
         assert run(main())
     finally:
         gc.enable()
+
+
+def test_a_finished_loop_is_not_kept_alive_by_its_alarms() -> None:
+    import gc
+    import weakref
+
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loops.append(weakref.ref(loop))
+        alarm_at(loop.time(), lambda: None)
+        alarm_at(loop.time() + 60.0, lambda: None).cancel()
+        await asyncio.sleep(3 * GRAIN)
+
+    run(main())
+    run(main())  # another loop becomes the last one used
+    gc.collect()
+    assert loops[0]() is None

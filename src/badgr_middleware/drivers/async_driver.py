@@ -10,13 +10,13 @@ cross loops), reused by every request on that loop.
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 
 from ..alarms import alarm_at
+from ..loop_local import LoopLocal
 from ..messages import HttpResponse
 from ..providers.base import StreamTranslator
 from ..providers.common import UnsupportedRequest
@@ -59,24 +59,12 @@ class AsyncDriver(DriverBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sessions: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, dict[str, aiohttp.ClientSession]
-        ] = weakref.WeakKeyDictionary()
+        self._sessions: LoopLocal[dict[str, aiohttp.ClientSession]] = LoopLocal(
+            lambda loop: {})
         self._timeouts: tuple[Any, aiohttp.ClientTimeout] | None = None
-        # the sessions of the loop that served the last request (most servers run one loop)
-        self._last_sessions: tuple[weakref.ref[asyncio.AbstractEventLoop],
-                                   dict[str, aiohttp.ClientSession]] | None = None
 
     def session(self, provider: str) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        last = self._last_sessions
-        if last is not None and last[0]() is loop:
-            sessions = last[1]
-        else:  # another loop than the last request's: look it up
-            sessions = self._sessions.get(loop)
-            if sessions is None:
-                sessions = self._sessions[loop] = {}
-            self._last_sessions = (weakref.ref(loop), sessions)
+        sessions = self._sessions.get()
         session = sessions.get(provider)
         if session is None or session.closed:
             connector = aiohttp.TCPConnector(limit=POOL_SIZE, keepalive_timeout=30)
@@ -100,9 +88,7 @@ class AsyncDriver(DriverBase):
 
     async def aclose(self) -> None:
         """Close the sessions of the running loop (the ASGI lifespan shutdown calls this)."""
-        sessions = self._sessions.pop(asyncio.get_running_loop(), {})
-        self._last_sessions = None
-        for session in sessions.values():
+        for session in (self._sessions.pop() or {}).values():
             await session.close()
 
     async def execute(self, request: RoutedRequest) -> HttpResponse:
