@@ -50,7 +50,7 @@ class _AlarmClock:
     """The alarms of one event loop. It holds no reference to its loop while nothing is
     pending (only the scheduled tick does), so the loop and its clock go away together."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self) -> None:
         self._buckets: dict[int, dict[Alarm, None]] = {}
         self._done = 0  # every bucket up to this index has run
         self._ticking = False

@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 class LoopLocal(Generic[T]):
-    """One ``T`` per event loop, made by ``factory`` on the loop's first use.
+    """One ``T`` per event loop, made by calling ``factory()`` on the loop's first use.
 
     Most servers run one loop, so the last loop's value is found without a lookup (a weak
     mapping's lookup makes a weak reference each time). A loop's value goes with the loop,
@@ -23,7 +23,7 @@ class LoopLocal(Generic[T]):
 
     __slots__ = ("_factory", "_values", "_last")
 
-    def __init__(self, factory: Callable[[asyncio.AbstractEventLoop], T]) -> None:
+    def __init__(self, factory: Callable[[], T]) -> None:
         self._factory = factory
         self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
             weakref.WeakKeyDictionary())
@@ -37,7 +37,7 @@ class LoopLocal(Generic[T]):
             return last[1]
         value = self._values.get(loop)
         if value is None:
-            value = self._values[loop] = self._factory(loop)
+            value = self._values[loop] = self._factory()
         self._last = (weakref.ref(loop), value)
         return value
 

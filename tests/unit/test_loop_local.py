@@ -10,8 +10,7 @@ from badgr_middleware.loop_local import LoopLocal
 
 
 class Value:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = weakref.ref(loop)  # a value that held its loop would keep it alive
+    """A value that does not refer to its loop (one that did would keep the loop alive)."""
 
 
 def test_each_loop_gets_its_own_value_made_once() -> None:

@@ -59,8 +59,7 @@ class AsyncDriver(DriverBase):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._sessions: LoopLocal[dict[str, aiohttp.ClientSession]] = LoopLocal(
-            lambda loop: {})
+        self._sessions: LoopLocal[dict[str, aiohttp.ClientSession]] = LoopLocal(dict)
         self._timeouts: tuple[Any, aiohttp.ClientTimeout] | None = None
 
     def session(self, provider: str) -> aiohttp.ClientSession:
